@@ -1,0 +1,37 @@
+# make demo   — quick-start run of learned budgets on the embedded MNIST sample, then evaluation
+# make test   — install into .venv (created if missing) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Real MNIST for the tests that need it: ../shared/data when present (CI), else $CTXBUDGET_DATA.
+DATA   ?= $(or $(wildcard ../shared/data),$(CTXBUDGET_DATA))
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast venv clean bench
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install_torch.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	scripts/install_torch.sh $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: venv
+	rm -rf runs/demo-learned
+	$(BIN)/ctxbudget train --config configs/quickstart.yaml --out runs/demo-learned
+	$(BIN)/ctxbudget evaluate runs/demo-learned --liu-limit 20
+	$(BIN)/ctxbudget visualize runs/demo-learned
+	@echo "figures and results in runs/demo-learned"
+
+test: venv
+	CTXBUDGET_DATA=$(DATA) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: venv
+	CTXBUDGET_DATA=$(DATA) $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: venv
+	CTXBUDGET_DATA=$(DATA) $(BIN)/python benchmarks/bench_bounds.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .pytest_cache

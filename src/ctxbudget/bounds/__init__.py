@@ -1,0 +1,28 @@
+"""Bound engine: IBP, CROWN-IBP, CROWN and α-CROWN on per-element (non-uniform) input boxes.
+
+Public API::
+
+    from ctxbudget.bounds import compute_bounds, margin_spec, robust_cross_entropy
+    C = margin_spec(y, num_classes)                      # B×(K−1)×K, rows e_y − e_j
+    lower, upper = compute_bounds(model, x_lower, x_upper, method="crown-ibp", C=C)
+    loss = robust_cross_entropy(model, x_lower, x_upper, y, method="crown-ibp", fusion=True, beta=1.0)
+
+Modules: ``layers`` (per-layer IBP and backward rules, the ReLU relaxation), ``ibp`` (interval
+propagation), ``crown`` (backward propagation: CROWN-IBP, CROWN, α-CROWN), ``engine``
+(validation, :func:`compute_bounds`), ``loss`` (margin spec, robust cross-entropy).
+"""
+from __future__ import annotations
+
+from .engine import METHODS, Bounder, compute_bounds
+from .layers import relu_relaxation
+from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
+
+__all__ = [
+    "METHODS",
+    "Bounder",
+    "compute_bounds",
+    "margin_spec",
+    "relu_relaxation",
+    "robust_cross_entropy",
+    "verified_margin_lower",
+]

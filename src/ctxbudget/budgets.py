@@ -1,0 +1,145 @@
+"""Threat models: per-dimension perturbation budgets ε(x) and the box they define.
+
+Everything here is in pixel units: images x ∈ [0, 1]^{B×C×H×W}, budgets ε of the same shape.
+
+* ``project_budgets(g, eps0, alpha_lo, alpha_hi)`` — the map of SPEC.md section 2 from generator
+  scores g ∈ [0, 1] to budgets that satisfy the range constraint ``l ≤ ε_i ≤ u`` (``l = α_lo·ε0``,
+  ``u = min(α_hi·ε0, 1)``) and the volume constraint ``Σ_i log ε_i = n log ε0`` exactly.
+* ``UniformBudget(eps0)`` and ``LearnedBudget(generator, eps0, alpha_lo, alpha_hi)`` — the two
+  threat models behind one interface (``budgets(x) -> ε``), so the uniform baseline runs the same
+  code path. ``eps0`` is a plain attribute the training schedule moves (0 means no perturbation).
+* ``input_box(x, eps)`` — the clipped box ``[max(x − ε, 0), min(x + ε, 1)]`` that the verifier sees.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def validate_budget_params(eps0: float, alpha_lo: float = 1.0, alpha_hi: float = 1.0, *,
+                           allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` with a clear message unless ε0 ∈ (0, 1] and α_lo ≤ 1 ≤ α_hi.
+
+    ``allow_zero`` admits ε0 = 0 (the warm-up phase of a schedule, natural training).
+    """
+    for name, value in (("eps0", eps0), ("alpha_lo", alpha_lo), ("alpha_hi", alpha_hi)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if allow_zero and eps0 == 0:
+        pass
+    elif not 0 < eps0 <= 1:
+        raise ValueError(f"eps0 must lie in (0, 1] (pixel units), got {eps0}")
+    if not 0 < alpha_lo <= 1:
+        raise ValueError(f"alpha_lo must lie in (0, 1] (the lower limit l = alpha_lo·eps0 may not exceed eps0), got {alpha_lo}")
+    if alpha_hi < 1:
+        raise ValueError(f"alpha_hi must be >= 1 (the upper limit u = alpha_hi·eps0 may not be below eps0), got {alpha_hi}")
+    if alpha_lo > alpha_hi:
+        raise ValueError(f"alpha_lo ({alpha_lo}) must not exceed alpha_hi ({alpha_hi})")
+
+
+def budget_limits(eps0: float, alpha_lo: float, alpha_hi: float) -> tuple[float, float]:
+    """The range ``(l, u) = (α_lo·ε0, min(α_hi·ε0, 1))`` in pixel units."""
+    return alpha_lo * eps0, min(alpha_hi * eps0, 1.0)
+
+
+def project_budgets(g: torch.Tensor, eps0: float, alpha_lo: float, alpha_hi: float) -> torch.Tensor:
+    """Map scores ``g`` (B×…, values in [0, 1]) to budgets ε of the same shape and dtype.
+
+    Step 1: ``log ε̃ = log l + g·(log u − log l)`` puts every budget in [l, u].
+    Step 2: proportional refinement in log space (towards u if the volume is too small, towards l
+    if too large) makes ``Σ log ε_i = n·log ε0`` per example, n = number of elements per example.
+    Computed in float64 internally so the volume holds to float precision; differentiable in g.
+    ε0 = 0 returns zeros (no perturbation).
+    """
+    validate_budget_params(eps0, alpha_lo, alpha_hi, allow_zero=True)
+    if g.dim() < 2:
+        raise ValueError(f"g must be batched (B×…), got shape {tuple(g.shape)}")
+    if eps0 == 0:
+        return torch.zeros_like(g)
+    lo, hi = budget_limits(eps0, alpha_lo, alpha_hi)
+    log_l, log_u, log_e0 = math.log(lo), math.log(hi), math.log(eps0)
+    flat = g.reshape(g.shape[0], -1).to(torch.float64).clamp(0.0, 1.0)
+    n = flat.shape[1]
+    log_init = log_l + flat * (log_u - log_l)                      # B×n, in [log l, log u]
+    log_vol = log_init.sum(dim=1, keepdim=True)                    # B×1
+    target = n * log_e0
+    deficit = target - log_vol                                     # > 0: grow towards u
+    room_up = (n * log_u - log_vol).clamp_min(1e-300)              # Σ (log u − log ε̃) ≥ 0
+    room_down = (log_vol - n * log_l).clamp_min(1e-300)            # Σ (log ε̃ − log l) ≥ 0
+    grown = log_init + deficit * (log_u - log_init) / room_up
+    shrunk = log_init + deficit * (log_init - log_l) / room_down
+    log_eps = torch.where(deficit > 0, grown, torch.where(deficit < 0, shrunk, log_init))
+    log_eps = log_eps.clamp(log_l, log_u)                          # rounding only
+    return log_eps.exp().to(g.dtype).view_as(g)
+
+
+def log_volume(eps: torch.Tensor) -> torch.Tensor:
+    """Per-example log-volume ``Σ_i log ε_i`` (float64, shape B). Zero budgets give −inf."""
+    return eps.reshape(eps.shape[0], -1).to(torch.float64).log().sum(dim=1)
+
+
+def input_box(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box ``[max(x − ε, 0), min(x + ε, 1)]`` (both B×C×H×W, pixel units)."""
+    if x.shape != eps.shape:
+        raise ValueError(f"x and eps must have the same shape, got {tuple(x.shape)} and {tuple(eps.shape)}")
+    return (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
+
+
+class BudgetModel(nn.Module):
+    """Interface of a threat model: ``forward(x) -> ε`` (same shape as x), plus ``eps0``/``limits``."""
+
+    kind: str = "base"
+
+    def __init__(self, eps0: float) -> None:
+        super().__init__()
+        self.eps0 = float(eps0)
+
+    def limits(self) -> tuple[float, float]:
+        """(l, u): the range every budget lies in at the current ε0."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Plain-data description (used in configs and result files)."""
+        return {"kind": self.kind, "eps0": self.eps0}
+
+
+class UniformBudget(BudgetModel):
+    """ε_i = ε0 for every dimension (ordinary L∞ certified training, the paper's baseline)."""
+
+    kind = "uniform"
+
+    def __init__(self, eps0: float) -> None:
+        validate_budget_params(eps0, allow_zero=True)
+        super().__init__(eps0)
+
+    def limits(self) -> tuple[float, float]:
+        return self.eps0, self.eps0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, self.eps0)
+
+
+class LearnedBudget(BudgetModel):
+    """ε(x) = project_budgets(g_θ(x), ε0, α_lo, α_hi) for a generator network g_θ."""
+
+    kind = "learned"
+
+    def __init__(self, generator: nn.Module, eps0: float, alpha_lo: float, alpha_hi: float) -> None:
+        validate_budget_params(eps0, alpha_lo, alpha_hi, allow_zero=True)
+        super().__init__(eps0)
+        self.generator = generator
+        self.alpha_lo = float(alpha_lo)
+        self.alpha_hi = float(alpha_hi)
+
+    def limits(self) -> tuple[float, float]:
+        return budget_limits(self.eps0, self.alpha_lo, self.alpha_hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.eps0 == 0:
+            return torch.zeros_like(x)
+        return project_budgets(self.generator(x), self.eps0, self.alpha_lo, self.alpha_hi)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi}

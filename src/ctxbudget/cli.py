@@ -1,0 +1,63 @@
+"""Command line: ``ctxbudget {train,evaluate,visualize,report,data} …`` (also ``python -m ctxbudget``).
+
+This module only parses arguments and dispatches; each subcommand lives beside the code it drives
+and registers itself through an ``add_*_parser(subparsers)`` function that sets ``func``. Errors a
+user can fix (``UserError``, ``ValueError`` from validation, missing files) are printed as one line
+and give exit code 2; a traceback is shown only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import SoundnessError, UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctxbudget",
+        description="Certified training with learned, contextual perturbation budgets.",
+        epilog="Run 'ctxbudget COMMAND --help' for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"ctxbudget {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    from .data.commands import add_data_parser
+    from .evaluate.commands import add_evaluate_parser, add_report_parser, add_visualize_parser
+    from .train.commands import add_train_parser
+
+    add_train_parser(sub)
+    add_evaluate_parser(sub)
+    add_visualize_parser(sub)
+    add_report_parser(sub)
+    add_data_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SoundnessError as exc:
+        print(f"SOUNDNESS VIOLATION: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        return 3
+    except (UserError, ValueError, FileNotFoundError, OSError) as exc:
+        if args.debug:
+            raise
+        # DataError and other domain errors subclass these; one line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""One dataclass tree describes a run; YAML in and out; ``--set key=value`` overrides; validation.
+
+A config file is a YAML mapping with the sections below (every key optional; defaults shown by
+``ctxbudget train --print-config``). Unknown sections or keys are errors, so a typo never silently
+falls back to a default. Units: ε values are pixel units ([0, 1] images); epochs count from 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, get_type_hints
+
+import yaml
+
+from .errors import UserError
+
+METHODS_TRAIN = ("ibp", "crown-ibp")
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist-sample"            # registered data set (ctxbudget data list)
+    root: str | None = None               # data root; None → $CTXBUDGET_DATA, else ~/.cache/ctxbudget
+    download: bool = False                # fetch missing files (MD5-checked)
+    augment: bool = False                 # random crop (pad 4) + horizontal flip, CIFAR style
+    train_limit: int | None = None        # use only the first N training examples (quick runs)
+    test_limit: int | None = None         # evaluate on the first N test examples each epoch
+    seed: int = 0                         # seed of synthetic constructions (watermarks, pairs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dm-small"                # dm-small | dm-medium | dm-large
+    init: str = "default"                 # default (PyTorch) | ibp (Shi et al. 2021 IBP init)
+
+
+@dataclass
+class BudgetConfig:
+    kind: str = "learned"                 # learned (generator g_θ) | uniform (ε_i = ε0)
+    eps0: float = 0.4                     # target: geometric-mean budget, volume n·log ε0
+    alpha_lo: float = 0.5                 # lower limit l = α_lo·ε0
+    alpha_hi: float = 2.0                 # upper limit u = min(α_hi·ε0, 1)
+    train_eps_factor: float = 1.0         # train at factor·ε0 (CROWN-IBP CIFAR: 1.1), evaluate at ε0
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "linear"                  # linear | smoothed (Gowal et al.: x^4 then linear)
+    start: int = 2                        # epoch whose first step starts the ramp (natural before)
+    length: int = 60                      # ramp length in epochs
+    mid: float = 0.25                     # smoothed: fraction of the ramp that is polynomial
+
+
+@dataclass
+class LossConfig:
+    method: str = "crown-ibp"             # bound used for the robust loss: ibp | crown-ibp
+    fusion: bool = True                   # loss fusion (one backward row) vs margin CE (K−1 rows)
+    kappa_final: float = 0.5              # natural-loss weight κ: 1 → κ_final as ε0 ramps (CIFAR: 0)
+    beta_final: float = 0.0               # CROWN-IBP weight β: 1 → β_final as ε0 ramps
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 5e-4                      # Adam, classifier and generator
+    generator_lr: float | None = None     # None → lr
+    weight_decay: float = 0.0
+    lr_milestones: list[int] = field(default_factory=list)  # epochs after which lr ×= lr_decay
+    lr_decay: float = 0.1
+    grad_clip: float | None = None        # max global gradient norm; None → no clipping
+
+
+@dataclass
+class EvalConfig:
+    method: str = "ibp"                   # per-epoch verified error: ibp | crown-ibp | crown
+    every: int = 1                        # evaluate the test split every N epochs (and the last)
+    batch_size: int = 1000
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    num_threads: int | None = None        # torch CPU threads; None → torch default
+    deterministic: bool = True            # torch.use_deterministic_algorithms (warn only)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "RunConfig":
+        """Raise ``UserError`` naming the key for any setting that cannot work."""
+        from .budgets import validate_budget_params
+
+        b = self.budget
+        if b.kind not in ("learned", "uniform"):
+            raise UserError(f"budget.kind must be 'learned' or 'uniform', got {b.kind!r}")
+        try:
+            validate_budget_params(b.eps0, b.alpha_lo, b.alpha_hi)
+        except ValueError as exc:
+            raise UserError(f"budget: {exc}") from None
+        if not 0 < b.train_eps_factor or b.eps0 * b.train_eps_factor > 1:
+            raise UserError(f"budget.train_eps_factor must be > 0 with eps0·factor ≤ 1, got {b.train_eps_factor}")
+        s = self.schedule
+        if s.kind not in ("linear", "smoothed"):
+            raise UserError(f"schedule.kind must be 'linear' or 'smoothed', got {s.kind!r}")
+        if s.start < 1 or s.length < 0 or not 0 < s.mid < 1:
+            raise UserError("schedule: start ≥ 1, length ≥ 0 and 0 < mid < 1 are required")
+        if self.loss.method not in METHODS_TRAIN:
+            raise UserError(f"loss.method must be one of {METHODS_TRAIN}, got {self.loss.method!r}")
+        for key in ("kappa_final", "beta_final"):
+            if not 0 <= getattr(self.loss, key) <= 1:
+                raise UserError(f"loss.{key} must lie in [0, 1], got {getattr(self.loss, key)}")
+        o = self.optim
+        if o.epochs < 1 or o.batch_size < 1:
+            raise UserError("optim.epochs and optim.batch_size must be ≥ 1")
+        if not (o.lr > 0 and math.isfinite(o.lr)):
+            raise UserError(f"optim.lr must be positive, got {o.lr}")
+        if o.grad_clip is not None and o.grad_clip <= 0:
+            raise UserError(f"optim.grad_clip must be positive or null, got {o.grad_clip}")
+        if self.eval.method not in ("ibp", "crown-ibp", "crown"):
+            raise UserError(f"eval.method must be ibp, crown-ibp or crown, got {self.eval.method!r}")
+        if self.eval.every < 1:
+            raise UserError("eval.every must be ≥ 1")
+        if self.model.init not in ("default", "ibp"):
+            raise UserError(f"model.init must be 'default' or 'ibp', got {self.model.init!r}")
+        return self
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert a YAML value against a dataclass field type hint (simple types only)."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise UserError(f"{key} may not be null")
+    if hint is bool or text == "bool":
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{key} must be true or false, got {value!r}")
+    if hint is int or text.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float or text.startswith("float"):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str or text.startswith("str"):
+        if not isinstance(value, str):
+            raise UserError(f"{key} must be a string, got {value!r}")
+        return value
+    if text.startswith("list"):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise UserError(f"{key} must be a list of integers, got {value!r}")
+        return list(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+                        f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> RunConfig:
+    """Build and validate a ``RunConfig`` from a nested mapping (e.g. parsed YAML)."""
+    return _from_dict(RunConfig, data or {}).validate()
+
+
+def parse_overrides(items: Iterable[str]) -> dict:
+    """``["optim.lr=1e-3", "budget.kind=uniform"]`` → nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE (e.g. optim.lr=1e-3), got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise UserError(f"--set: empty key in {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: {p} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge (override wins); returns a new dict."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Defaults ← YAML file (optional) ← ``--set`` overrides, validated."""
+    data = read_yaml(path) if path is not None else {}
+    return config_from_dict(merge(data, parse_overrides(overrides)))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

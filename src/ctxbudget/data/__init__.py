@@ -1,0 +1,31 @@
+"""Data layer of ctxbudget: named image data sets as in-memory tensors.
+
+>>> from ctxbudget.data import get_dataset
+>>> ds = get_dataset("mnist-sample", "train")      # offline, shipped with the package
+>>> ds.images.shape, ds.labels.shape               # (5000, 1, 28, 28), (5000,)
+
+Images are float32 ``N×C×H×W`` in [0, 1], labels int64 ``N``; ``ds.info`` carries the class
+names and the Normalize statistics; ``ds.regions`` (bool ``N×1×H×W`` or None) marks the pixels
+that carry the label. Real data sets are read from the data root (argument, else
+``$CTXBUDGET_DATA``, else ``~/.cache/ctxbudget``), one folder per set (``mnist/``, ``cifar10/``,
+``organamnist/``), and downloaded only with ``download=True``.
+"""
+from __future__ import annotations
+
+from .augment import augment_crop_flip
+from .base import DataError, DatasetInfo, ImageDataset, resolve_data_root
+from .preview import save_preview
+from .registry import dataset_names, describe, get_dataset, get_info
+
+__all__ = [
+    "DataError",
+    "DatasetInfo",
+    "ImageDataset",
+    "augment_crop_flip",
+    "dataset_names",
+    "describe",
+    "get_dataset",
+    "get_info",
+    "resolve_data_root",
+    "save_preview",
+]

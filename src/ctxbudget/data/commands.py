@@ -1,0 +1,72 @@
+"""``ctxbudget data info NAME`` and ``ctxbudget data preview NAME --out FILE.png``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_data_parser(subparsers) -> None:
+    p = subparsers.add_parser("data", help="inspect and preview data sets",
+                              description="Inspect the registered data sets and draw sample grids.")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    sub.required = True
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("name", help="data set name, e.g. mnist, mnist-sample, cifar10, organamnist, "
+                                     "watermarked-mnist, doubled-cifar10 (see 'ctxbudget data list')")
+    common.add_argument("--data-dir", default=None,
+                        help="data root holding one folder per data set (default: $CTXBUDGET_DATA, "
+                             "else ~/.cache/ctxbudget)")
+    common.add_argument("--download", action="store_true",
+                        help="download missing files (MD5-checked) instead of failing")
+
+    lst = sub.add_parser("list", help="list the registered data sets")
+    lst.set_defaults(func=_list)
+
+    info = sub.add_parser("info", parents=[common], help="print classes, shapes, split sizes and label counts")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=_info)
+
+    prev = sub.add_parser("preview", parents=[common], help="save a PNG grid of a few samples per class")
+    prev.add_argument("--out", required=True, help="output PNG path")
+    prev.add_argument("--split", default="train", help="split to draw from (default: train)")
+    prev.add_argument("--seed", type=int, default=0, help="seed for the choice of samples")
+    prev.set_defaults(func=_preview)
+
+
+def _list(args) -> int:
+    from . import dataset_names
+
+    for name in dataset_names():
+        print(name)
+    return 0
+
+
+def _info(args) -> int:
+    from . import describe
+
+    info = describe(args.name, args.data_dir, download=args.download) if _accepts_download(describe) \
+        else describe(args.name, args.data_dir)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for key, value in info.items():
+            print(f"{key:>14}: {value}")
+    return 0
+
+
+def _preview(args) -> int:
+    from . import save_preview
+
+    kwargs = {"root": args.data_dir, "split": args.split, "seed": args.seed}
+    if _accepts_download(save_preview):
+        kwargs["download"] = args.download
+    path = save_preview(args.name, args.out, **kwargs)
+    print(f"wrote {path or args.out}")
+    return 0
+
+
+def _accepts_download(fn) -> bool:
+    import inspect
+
+    return "download" in inspect.signature(fn).parameters

@@ -1,0 +1,196 @@
+"""CLI glue for ``ctxbudget evaluate``, ``ctxbudget visualize`` and ``ctxbudget report``.
+
+Each ``add_*_parser(subparsers)`` registers one subcommand and sets ``func`` to a handler
+``handler(args) -> int`` (exit code). User mistakes raise ``UserError`` (printed as one line).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import UserError
+from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
+from .report import format_results_table, report
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _load_run(run_dir: str) -> Any:
+    from ..run import load_run
+
+    if not Path(run_dir).is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    return load_run(run_dir)
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate", help="clean / verified / attack / Liu et al. errors of a trained run",
+        formatter_class=_FMT,
+        description="Evaluate a trained run on a data split: clean error; verified error under the learned\n"
+                    "budgets eps(x) and under uniform eps0 for each bound method and the per-example best;\n"
+                    "verified error by Liu et al. (2019) (per-example volume maximisation); PGD attack error\n"
+                    "inside the same boxes (soundness check: no certified example may be broken).\n"
+                    "Writes RUN_DIR/results.json and RUN_DIR/per_example.npz and prints a table.",
+        epilog="example: ctxbudget evaluate runs/mnist-learned-0.4 --limit 1000 --bounds ibp,crown-ibp")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'ctxbudget train'")
+    p.add_argument("--split", default="test", help="data split to evaluate on (default: test)")
+    p.add_argument("--bounds", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated bound methods among ibp, crown-ibp, crown, alpha-crown "
+                        f"(default: {','.join(DEFAULT_METHODS)}); 'verified' uses the best per example")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N examples")
+    p.add_argument("--liu-limit", type=int, default=100, metavar="N",
+                   help="examples (the first N) for the expensive Liu et al. column; 0 skips it (default: 100)")
+    p.add_argument("--liu-method", default="crown-ibp", help="bound method of the Liu et al. optimisation (default: crown-ibp)")
+    p.add_argument("--liu-iters", type=int, default=200, metavar="T", help="Adam iterations of the Liu et al. optimisation (default: 200)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="data root (default: the run's, then $CTXBUDGET_DATA)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="B", help="examples per batch (default: 128)")
+    p.add_argument("--attack-steps", type=int, default=50, metavar="S", help="PGD steps per restart (default: 50)")
+    p.add_argument("--attack-restarts", type=int, default=1, metavar="R", help="PGD random restarts (default: 1)")
+    p.add_argument("--attack-loss", choices=("margin", "ce"), default="margin", help="PGD objective (default: margin)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.bounds)
+    liu_method = parse_methods([args.liu_method])[0]
+    for name in ("batch_size", "attack_restarts"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.attack_steps < 0 or args.liu_limit < 0 or args.liu_iters < 0:
+        raise UserError("--attack-steps, --liu-limit and --liu-iters must be >= 0")
+    run = _load_run(args.run_dir)
+    results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, methods=methods,
+                           batch_size=args.batch_size, attack_steps=args.attack_steps,
+                           attack_restarts=args.attack_restarts, attack_loss=args.attack_loss,
+                           liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
+                           seed=args.seed, progress=False if args.no_progress else None)
+    print(format_results_table(results))
+    print(f"wrote {Path(args.run_dir) / 'results.json'} and {Path(args.run_dir) / 'per_example.npz'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- visualize
+def add_visualize_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "visualize", help="budget maps, training curves and budget statistics of a run", formatter_class=_FMT,
+        description="Draw figures of a trained run (PNG and PDF): a grid of test images and their learned\n"
+                    "budget maps (grey, eps/u, lighter = larger budget), training curves from metrics.jsonl,\n"
+                    "and a histogram of budgets. For data sets with label-carrying regions (watermarked MNIST,\n"
+                    "doubled CIFAR-10) the mean budget inside vs outside the region goes to budget_stats.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'ctxbudget train'")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/figures)")
+    p.add_argument("--indices", default=None, metavar="I,J,…", help="comma-separated example indices to draw")
+    p.add_argument("--num", type=int, default=8, metavar="N", help="draw the first N examples (default: 8)")
+    p.add_argument("--per-channel", action="store_true", help="for RGB inputs also draw one budget map per channel")
+    p.add_argument("--split", default="test", help="data split (default: test)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="data root (default: the run's)")
+    p.add_argument("--stats-limit", type=int, default=1000, metavar="N",
+                   help="examples used for the histogram and budget statistics (default: 1000)")
+    p.set_defaults(func=run_visualize)
+    return p
+
+
+def _parse_indices(text: str | None, num: int, total: int) -> list[int]:
+    if text is None:
+        if num < 1:
+            raise UserError(f"--num must be >= 1, got {num}")
+        return list(range(min(num, total)))
+    try:
+        idx = [int(t) for t in text.replace(" ", ",").split(",") if t]
+    except ValueError:
+        raise UserError(f"--indices must be comma-separated integers, got {text!r}") from None
+    bad = [i for i in idx if not 0 <= i < total]
+    if not idx or bad:
+        raise UserError(f"--indices {bad or text!r} out of range: the split has {total} examples")
+    return idx
+
+
+def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
+                  per_channel: bool = False, split: str = "test", data_dir: str | None = None,
+                  stats_limit: int = 1000, dataset: Any = None) -> dict:
+    """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats."""
+    from .. import viz
+
+    ds = dataset if dataset is not None else load_split(run, split, data_dir)
+    n = int(ds.images.shape[0])
+    idx = list(indices) if indices is not None else list(range(min(num, n)))
+    out = Path(out_dir)
+    lower, upper = run.limits()
+    paths: list[Path] = []
+    with torch.no_grad():
+        x = ds.images[idx]
+        eps = run.budgets(x)
+        pred = run.classifier(x).argmax(1)
+    classes = list(getattr(ds.info, "classes", []) or []) or None
+    fig = viz.budget_grid(x, eps, upper, labels=ds.labels[idx].tolist(), preds=pred.tolist(), class_names=classes,
+                          per_channel=per_channel,
+                          title=f"{run.dataset}: {run.kind} budgets, ε0 = {run.eps0:.4g}, u = {upper:.4g} (label / prediction)")
+    paths += viz.save_figure(fig, out / "budget_maps")
+    metrics = run.metrics()
+    if metrics:
+        paths += viz.save_figure(viz.training_curves(metrics), out / "training_curves")
+    m = min(max(stats_limit, 1), n)
+    with torch.no_grad():
+        all_eps = torch.cat([run.budgets(ds.images[i:i + 256]) for i in range(0, m, 256)])
+    paths += viz.save_figure(viz.budget_histogram(all_eps, run.eps0, lower, upper), out / "budget_hist")
+    flat = all_eps.flatten().double()
+    stats: dict = {"dataset": run.dataset, "split": split, "kind": run.kind, "n": m, "eps0": run.eps0,
+                   "lower": lower, "upper": upper, "mean": float(flat.mean()), "min": float(flat.min()),
+                   "max": float(flat.max()), "geo_mean": float(flat.clamp_min(1e-300).log().mean().exp())}
+    if getattr(ds, "regions", None) is not None:
+        stats["regions"] = viz.region_budget_stats(all_eps, ds.regions[:m], run.eps0)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "budget_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return {"paths": [str(p) for p in paths] + [str(out / "budget_stats.json")], "stats": stats}
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    run = _load_run(args.run_dir)
+    ds = load_split(run, args.split, args.data_dir)
+    idx = _parse_indices(args.indices, args.num, int(ds.images.shape[0]))
+    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
+    res = visualize_run(run, out, indices=idx, per_channel=args.per_channel, split=args.split,
+                        stats_limit=args.stats_limit, dataset=ds)
+    s = res["stats"]
+    print(f"budgets over {s['n']} examples: mean {s['mean']:.4g}, geometric mean {s['geo_mean']:.4g} "
+          f"(eps0 {s['eps0']:.4g}), range [{s['min']:.4g}, {s['max']:.4g}] within [l, u] = [{s['lower']:.4g}, {s['upper']:.4g}]")
+    if "regions" in s:
+        r = s["regions"]
+        print(f"mean budget inside the label region {r['mean_inside']:.4g} vs outside {r['mean_outside']:.4g} "
+              f"(ratio {r['ratio_inside_outside']:.3g})")
+    for p in res["paths"]:
+        print(f"wrote {p}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- report
+def add_report_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report", help="paper-style Markdown table from several evaluated runs", formatter_class=_FMT,
+        description="Collect RUN_DIR/results.json of several runs (written by 'ctxbudget evaluate') into a\n"
+                    "Markdown table in the layout of the paper's Tables 1-4: target eps0, training budgets,\n"
+                    "clean error, verified error by Liu et al. (2019) / uniform / learned budgets (in %).")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
+    p.add_argument("--out", default=None, metavar="FILE.md", help="also write the table to this file")
+    p.set_defaults(func=run_report)
+    return p
+
+
+def run_report(args: argparse.Namespace) -> int:
+    text = report(args.run_dirs)
+    sys.stdout.write(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return 0

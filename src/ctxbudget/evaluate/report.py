@@ -1,0 +1,101 @@
+"""Tables: the console summary of one evaluation and the paper-style Markdown table of several runs.
+
+The Markdown layout follows the paper's Tables 1–4: target volume ε0, training budgets
+(learned/uniform and their ε0), clean error, verified error by Liu et al. (2019) / uniform /
+learned budgets — all errors in %.
+"""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import UserError
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100.0 * float(value):.2f}"
+
+
+def format_eps(eps0: float) -> str:
+    """0.4 → "0.4"; 8/255 → "8/255" (the paper's way of writing CIFAR budgets)."""
+    frac = Fraction(eps0).limit_denominator(255)
+    if frac.denominator == 255 and abs(float(frac) - eps0) < 1e-7:
+        return f"{frac.numerator}/255"
+    return f"{eps0:g}"
+
+
+def format_results_table(results: dict) -> str:
+    """Plain-text summary of one ``evaluate_model`` result (errors in %), for the console."""
+    lines = [f"examples: {results['n']}   eps0: {format_eps(results['eps0'])}   "
+             f"clean error: {_pct(results['clean_err'])}%"]
+    methods = results.get("methods", [])
+    head = ["budgets", *[f"verified ({m})" for m in methods], "verified (any)", "attack (PGD)"]
+    rows = []
+    for kind in ("learned", "uniform"):
+        by = results["verified_err_by_method"][kind]
+        rows.append([kind, *[_pct(by[m]) for m in methods], _pct(results["verified_err"][kind]),
+                     _pct(results["attack_err"][kind])])
+    liu = results["verified_err"].get("liu2019")
+    if liu is not None:
+        rows.append([f"liu2019 ({results.get('n_liu2019')} ex.)", *["" for _ in methods], _pct(liu), ""])
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines += [fmt(head), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
+    if results.get("mean_geo_budget_liu2019") is not None:
+        lines.append(f"liu2019 mean log-volume per dim {results['mean_log_volume_liu2019']:.4f} "
+                     f"(geometric-mean budget {results['mean_geo_budget_liu2019']:.4f})")
+    lines.append(f"soundness violations: {results['soundness_violations']}   "
+                 f"time: {results['seconds']['total']:.1f} s")
+    return "\n".join(lines)
+
+
+def load_results(run_dir: str | Path) -> dict:
+    """Read ``RUN_DIR/results.json``; UserError if the directory or the file is missing/corrupt."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found; run 'ctxbudget evaluate {run_dir}' first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); run 'ctxbudget evaluate {run_dir}' again") from exc
+
+
+def markdown_table(results: Sequence[dict], names: Iterable[str] | None = None) -> str:
+    """Markdown table in the layout of the paper's Tables 1–4, one row per results dict.
+
+    Rows are sorted by target ε0, uniform before learned. ``names`` (optional) adds a run column.
+    """
+    names = list(names) if names is not None else None
+    rows = []
+    for i, r in enumerate(results):
+        train = r.get("training", {})
+        kind = train.get("kind", "?")
+        eps0 = float(train.get("eps0", r["eps0"]))
+        target = float(r["eps0"])
+        ve = r["verified_err"]
+        row = [format_eps(target), f"{kind} {format_eps(eps0)}", _pct(r["clean_err"]), _pct(ve.get("liu2019")),
+               _pct(ve.get("uniform")), _pct(ve.get("learned"))]
+        if names is not None:
+            row.append(names[i])
+        rows.append(((target, kind != "uniform", eps0), row))
+    rows.sort(key=lambda t: t[0])
+    head = ["target ε0", "training", "clean err. (%)", "verified err. Liu et al. 2019 (%)",
+            "verified err. uniform (%)", "verified err. learned (%)"]
+    if names is not None:
+        head.append("run")
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for _, r in rows]
+    return "\n".join(out) + "\n"
+
+
+def report(run_dirs: Sequence[str | Path]) -> str:
+    """Markdown table of the ``results.json`` of several run directories."""
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    results = [load_results(d) for d in run_dirs]
+    return markdown_table(results, names=[Path(d).name for d in run_dirs])

@@ -1,0 +1,118 @@
+"""Classifiers of the DeepMind / CROWN-IBP family as plain ``nn.Sequential``.
+
+Every model is built from the layer set the bound engine supports: ``Normalize`` (first layer,
+per-channel affine in pixel space [0, 1]), ``Conv2d``, ``ReLU``, ``Flatten`` and ``Linear``.
+Architectures follow ``shared/reference/models.md``; the flatten size is computed from the input
+shape, so any (C, H, W) and class count works.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+Shape = tuple[int, int, int]
+
+
+class Normalize(nn.Module):
+    """Per-channel affine ``(x - mean) / std`` on a B×C×H×W (or B×C) tensor.
+
+    ``mean`` and ``std`` are buffers of shape (C,); they move with ``.to()`` and are saved in the
+    state dict. With mean 0 and std 1 it is the identity (used for MNIST).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
+        std_t = torch.as_tensor(list(std), dtype=torch.float32)
+        if mean_t.shape != std_t.shape or mean_t.dim() != 1:
+            raise ValueError(f"mean and std must be 1-D of equal length, got {tuple(mean_t.shape)} and {tuple(std_t.shape)}")
+        if bool((std_t <= 0).any()):
+            raise ValueError(f"std must be positive, got {std_t.tolist()}")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+
+    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._view(self.mean, x)) / self._view(self.std, x)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.tolist()}, std={self.std.tolist()}"
+
+
+def _conv_out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def _conv_stack(input_shape: Shape, convs: Sequence[tuple[int, int, int, int]]) -> tuple[list[nn.Module], int]:
+    """Conv+ReLU layers for ``convs`` = [(out, k, stride, pad), ...]; returns layers and flat size."""
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for out, k, s, p in convs:
+        layers += [nn.Conv2d(c, out, k, stride=s, padding=p), nn.ReLU()]
+        c, h, w = out, _conv_out(h, k, s, p), _conv_out(w, k, s, p)
+        if h <= 0 or w <= 0:
+            raise ValueError(f"input shape {input_shape} is too small for this architecture")
+    return layers, c * h * w
+
+
+def _build(input_shape: Shape, num_classes: int, convs, hidden: Sequence[int],
+           mean: Sequence[float] | None, std: Sequence[float] | None) -> nn.Sequential:
+    input_shape = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
+    if len(input_shape) != 3 or min(input_shape) <= 0:
+        raise ValueError(f"input_shape must be (C, H, W) with positive entries, got {input_shape}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    channels = input_shape[0]
+    mean = [0.0] * channels if mean is None else list(mean)
+    std = [1.0] * channels if std is None else list(std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean/std need {channels} entries (one per channel), got {len(mean)}/{len(std)}")
+    layers, flat = _conv_stack(input_shape, convs)
+    body: list[nn.Module] = [Normalize(mean, std), *layers, nn.Flatten()]
+    width = flat
+    for h in hidden:
+        body += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    body.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*body)
+
+
+def dm_small(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """DM-small: Conv(16,4,2,0) → Conv(32,4,1,0) → Linear(100) → Linear(classes)."""
+    return _build(input_shape, num_classes, [(16, 4, 2, 0), (32, 4, 1, 0)], [100], mean, std)
+
+
+def dm_medium(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """DM-medium: Conv(32,3,1,0) → Conv(32,4,2,0) → Conv(64,3,1,0) → Conv(64,4,2,0) → 512 → 512 → classes."""
+    return _build(input_shape, num_classes, [(32, 3, 1, 0), (32, 4, 2, 0), (64, 3, 1, 0), (64, 4, 2, 0)],
+                  [512, 512], mean, std)
+
+
+def dm_large(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """DM-large (CROWN-IBP ``IBP_large``): 5 convs (64,64,128s2,128,128; k=3, pad 1) → 512 → classes."""
+    return _build(input_shape, num_classes,
+                  [(64, 3, 1, 1), (64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1), (128, 3, 1, 1)],
+                  [512], mean, std)
+
+
+MODELS: dict[str, Callable[..., nn.Sequential]] = {
+    "dm-small": dm_small,
+    "dm-medium": dm_medium,
+    "dm-large": dm_large,
+}
+
+
+def get_model(name: str, input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """Build a registered classifier by name (``dm-small``, ``dm-medium``, ``dm-large``).
+
+    ``mean``/``std`` (per channel, pixel units) configure the leading ``Normalize`` layer; the
+    default is the identity.
+    """
+    key = name.lower().replace("_", "-")
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[key](input_shape, num_classes, mean=mean, std=std)

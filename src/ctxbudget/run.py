@@ -1,0 +1,209 @@
+"""The run directory: resolved config, metrics, human log, checkpoints (atomic), ``load_run``.
+
+Layout of a run directory::
+
+    config.yaml            the resolved RunConfig (every key, defaults filled in)
+    metrics.jsonl          one JSON object per epoch and split (see ``ctxbudget.train.trainer``)
+    train.log              one human-readable line per epoch
+    checkpoints/last.pt    everything needed to resume (weights, optimizer, step, RNG states)
+    checkpoints/best.pt    the epoch with the lowest test verified error at the target ε0
+    final.pt               final weights of classifier and generator (written when training ends)
+
+Checkpoints are written to a temporary file in the same folder, fsync'ed and renamed, so a crash
+never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .budgets import BudgetModel, LearnedBudget, UniformBudget
+from .config import RunConfig, config_from_dict, dump_config, read_yaml
+from .errors import UserError
+from .models import BudgetGenerator, get_model
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+LOG = "train.log"
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+FINAL = "final.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename over it."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by ``atomic_torch_save``; a clear UserError if missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated zip, pickle garbage, …
+        raise UserError(f"checkpoint {path} is corrupt or not a ctxbudget checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict) or "classifier" not in obj:
+        raise UserError(f"checkpoint {path} is not a ctxbudget checkpoint (no classifier weights)")
+    return obj
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash: ignore it
+                continue
+    return rows
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Keep only metric lines of epochs ≤ ``last_epoch`` (used on resume)."""
+    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= last_epoch]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write_bytes(Path(run_dir) / METRICS, text.encode())
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    atomic_write_bytes(Path(run_dir) / CONFIG, dump_config(cfg).encode())
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a ctxbudget run directory (no {CONFIG})")
+    return config_from_dict(read_yaml(path))
+
+
+def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes: int,
+                 mean, std) -> tuple[nn.Sequential, BudgetModel]:
+    """The classifier and the threat model a config describes (fresh weights, ε0 = 0)."""
+    classifier = get_model(cfg.model.name, input_shape, num_classes, mean=mean, std=std)
+    if cfg.budget.kind == "learned":
+        threat: BudgetModel = LearnedBudget(BudgetGenerator(input_shape), 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi)
+    else:
+        threat = UniformBudget(0.0)
+    return classifier, threat
+
+
+@dataclass
+class Run:
+    """A trained run, loaded for evaluation: classifier + threat model at the target ε0."""
+
+    run_dir: Path
+    config: dict
+    classifier: nn.Sequential
+    threat: BudgetModel
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def eps0(self) -> float:
+        return self.threat.eps0
+
+    @property
+    def kind(self) -> str:
+        return self.threat.kind
+
+    @property
+    def alpha_lo(self) -> float:
+        return getattr(self.threat, "alpha_lo", 1.0)
+
+    @property
+    def alpha_hi(self) -> float:
+        return getattr(self.threat, "alpha_hi", 1.0)
+
+    @property
+    def dataset(self) -> str:
+        return self.config["data"]["name"]
+
+    @property
+    def data_root(self) -> str | None:
+        return self.config["data"].get("root")
+
+    def budgets(self, x: torch.Tensor) -> torch.Tensor:
+        """ε(x) at the run's target ε0, same shape as x (pixel units)."""
+        return self.threat(x)
+
+    def limits(self) -> tuple[float, float]:
+        return self.threat.limits()
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.run_dir)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "final") -> Run:
+    """Load a run directory for evaluation (``checkpoint`` = final | best | last).
+
+    ``final`` falls back to ``last`` when training has not finished. Models are in eval mode.
+    """
+    from .data import get_info
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} not found")
+    cfg = read_config(run_dir)
+    choices = {"final": FINAL, "best": BEST, "last": LAST}
+    if checkpoint not in choices:
+        raise UserError(f"checkpoint must be one of {sorted(choices)}, got {checkpoint!r}")
+    path = run_dir / choices[checkpoint]
+    if checkpoint == "final" and not path.is_file():
+        path = run_dir / LAST
+    if not path.is_file():
+        raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
+    state = load_checkpoint(path, map_location=device)
+    info = get_info(cfg.data.name)
+    classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std)
+    classifier.load_state_dict(state["classifier"])
+    if isinstance(threat, LearnedBudget):
+        threat.generator.load_state_dict(state["generator"])
+    threat.eps0 = cfg.budget.eps0
+    classifier.to(device).eval()
+    threat.to(device).eval()
+    for p in list(classifier.parameters()) + list(threat.parameters()):
+        p.requires_grad_(False)
+    meta = {k: state[k] for k in ("epoch", "step") if k in state}
+    meta["checkpoint"] = str(path)
+    return Run(run_dir=run_dir, config=cfg.to_dict(), classifier=classifier, threat=threat, meta=meta)

@@ -1,0 +1,331 @@
+"""The training loop: joint certified training of the classifier and the budget generator.
+
+``train(cfg, out_dir)`` starts a run, ``resume(run_dir)`` continues one exactly where its last
+checkpoint stopped (weights, Adam state, schedule position; data order is a pure function of
+(seed, epoch), so nothing else needs restoring). One epoch is the unit of work: a run that is
+interrupted (Ctrl-C, kill) loses at most the epoch in progress.
+
+Each optimizer step (global step s, epoch e):
+  ε0(s) = ramp(s)·ε_max,  κ(s), β(s) from ``schedules``,  lr from the epoch's milestones;
+  loss  = ``Objective``: κ·CE(f(x), y) + (1 − κ)·robust CE on [clip(x − ε(x)), clip(x + ε(x))].
+After each epoch: test clean / verified error at the current ε0 with ``eval.method``; one line per
+split in ``metrics.jsonl``; checkpoint ``last`` (and ``best`` once the ramp is complete).
+
+Launched by torchrun, every rank takes a strided share of each global batch (``batch_size`` is the
+global batch), gradients are averaged by DistributedDataParallel, metrics are summed across
+ranks, and only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .. import run as rundir
+from ..bounds import compute_bounds, margin_spec
+from ..budgets import LearnedBudget, input_box
+from ..config import RunConfig
+from ..data import augment_crop_flip, get_dataset
+from ..errors import UserError
+from . import distributed as D
+from .objective import Objective
+from .schedules import RampSchedule, learning_rate, mixing_weight
+
+
+def ibp_init_(model: nn.Sequential) -> None:
+    """Shi et al. (2021) IBP initialisation: N(0, (√(2π)/fan_in)²) for every weight but the last layer's, zero bias."""
+    layers = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for m in layers[:-1]:
+        fan_in = m.weight[0].numel()
+        nn.init.normal_(m.weight, std=math.sqrt(2 * math.pi) / fan_in)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns data, models, optimizer and the run directory of one training run."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, device_name: str | None = None, progress: bool | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.dist, self.device = D.setup(device_name or cfg.device)
+        self.progress = progress
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        _seed_everything(cfg.seed)
+
+        d = cfg.data
+        train = get_dataset(d.name, "train", root=d.root, download=d.download, seed=d.seed)
+        test = get_dataset(d.name, "test", root=d.root, download=d.download, seed=d.seed)
+        self.info = train.info
+        n_train = len(train) if d.train_limit is None else min(d.train_limit, len(train))
+        n_test = len(test) if d.test_limit is None else min(d.test_limit, len(test))
+        self.train_x = train.images[:n_train].to(self.device)
+        self.train_y = train.labels[:n_train].to(self.device)
+        self.test_x = test.images[:n_test].to(self.device)
+        self.test_y = test.labels[:n_test].to(self.device)
+
+        self.classifier, self.threat = rundir.build_models(cfg, self.info.input_shape, self.info.num_classes,
+                                                           self.info.mean, self.info.std)
+        if cfg.model.init == "ibp":
+            ibp_init_(self.classifier)
+        self.classifier.to(self.device)
+        self.threat.to(self.device)
+        self.objective = Objective(self.classifier, self.threat)
+        self.step_module: nn.Module = self.objective
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+
+        o = cfg.optim
+        groups = [{"params": list(self.classifier.parameters()), "lr": o.lr, "base_lr": o.lr}]
+        gen_params = list(self.threat.parameters())
+        if gen_params:
+            glr = o.generator_lr if o.generator_lr is not None else o.lr
+            groups.append({"params": gen_params, "lr": glr, "base_lr": glr})
+        self.optimizer = torch.optim.Adam(groups, weight_decay=o.weight_decay)
+
+        self.batch_size = min(o.batch_size, n_train)
+        self.steps_per_epoch = max(1, n_train // self.batch_size)
+        s = cfg.schedule
+        self.ramp = RampSchedule(s.kind, s.start, s.length, self.steps_per_epoch, s.mid)
+        self.eps_max = cfg.budget.eps0 * cfg.budget.train_eps_factor
+        self.epoch = 0          # epochs completed
+        self.step = 0           # optimizer steps completed
+        self.best = math.inf    # best test verified error at the full ε0
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict:
+        gen = self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None
+        return {"classifier": self.classifier.state_dict(), "generator": gen,
+                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
+                "best": self.best, "config": self.cfg.to_dict(), "torch_rng": torch.get_rng_state(),
+                "format": 1}
+
+    def load_state(self, state: dict) -> None:
+        self.classifier.load_state_dict(state["classifier"])
+        if isinstance(self.threat, LearnedBudget):
+            if state.get("generator") is None:
+                raise UserError("checkpoint has no generator weights but the config asks for learned budgets")
+            self.threat.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def _log(self, text: str) -> None:
+        if not self.dist.is_main:
+            return
+        tqdm.write(text)
+        with open(self.run_dir / rundir.LOG, "a") as fh:
+            fh.write(text + "\n")
+
+    # ------------------------------------------------------------------ epochs
+    def _batches(self, epoch: int):
+        """Global batches of epoch ``epoch``: a permutation seeded by (seed, epoch); this rank's share."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.train_x), generator=g)
+        for i in range(self.steps_per_epoch):
+            idx = perm[i * self.batch_size:(i + 1) * self.batch_size][self.dist.rank::self.dist.world_size]
+            yield i, idx.to(self.device), g
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(group["base_lr"], epoch, cfg.optim.lr_milestones, cfg.optim.lr_decay)
+        self.classifier.train()
+        self.threat.train()
+        totals: dict[str, torch.Tensor] = {}
+        eps_min, eps_max = math.inf, -math.inf
+        start = time.perf_counter()
+        show = self.dist.is_main and (self.progress if self.progress is not None else sys.stderr.isatty())
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False,
+                   disable=not show, dynamic_ncols=True)
+        eps0 = 0.0
+        for _, idx, g in self._batches(epoch):
+            frac = self.ramp(self.step)
+            eps0 = frac * self.eps_max
+            kappa = mixing_weight(frac, cfg.loss.kappa_final)
+            beta = mixing_weight(frac, cfg.loss.beta_final)
+            x, y = self.train_x[idx], self.train_y[idx]
+            if cfg.data.augment:
+                x = augment_crop_flip(x, pad=4, generator=g)
+            loss, stats = self.step_module(x, y, eps0, kappa, beta, cfg.loss.method, cfg.loss.fusion)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss at epoch {epoch}, step {self.step} (ε0 = {eps0:.4g}); "
+                                   "lower the learning rate or enable optim.grad_clip")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip is not None:
+                params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
+                nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            for k in ("n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum"):
+                totals[k] = totals.get(k, 0) + stats[k].detach()
+            if eps0 > 0:
+                eps_min = min(eps_min, float(stats["eps_min"]))
+                eps_max = max(eps_max, float(stats["eps_max"]))
+            n = float(totals["n"])
+            bar.set_postfix(loss=f"{float(totals['loss']) / n:.3f}", err=f"{float(totals['clean_wrong']) / n:.3f}",
+                            ver=f"{float(totals['verified_wrong']) / n:.3f}", eps0=f"{eps0:.3f}")
+            bar.update()
+        bar.close()
+        keys = ["n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum"]
+        summed = D.all_reduce_(torch.stack([torch.as_tensor(totals[k], dtype=torch.float64, device=self.device) for k in keys]))
+        t = dict(zip(keys, summed.tolist()))
+        lims = D.all_reduce_(torch.tensor([eps_min, -eps_max], dtype=torch.float64, device=self.device), op="min").tolist()
+        n = t["n"]
+        return {"epoch": epoch, "split": "train", "step": self.step, "eps0": eps0,
+                "loss": t["loss"] / n, "robust_loss": t["robust"] / n,
+                "clean_err": t["clean_wrong"] / n, "verified_err": t["verified_wrong"] / n,
+                "mean_eps": t["eps_sum"] / n, "min_eps": lims[0] if math.isfinite(lims[0]) else 0.0,
+                "max_eps": -lims[1] if math.isfinite(lims[1]) else 0.0,
+                "lr": self.optimizer.param_groups[0]["lr"], "kappa": kappa, "beta": beta,
+                "seconds": time.perf_counter() - start}
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int, eps0: float) -> dict:
+        """Clean and verified error on this rank's share of the test split, summed over ranks."""
+        start = time.perf_counter()
+        self.classifier.eval()
+        self.threat.eval()
+        self.threat.eps0 = eps0
+        r, w = self.dist.rank, self.dist.world_size
+        xs, ys = self.test_x[r::w], self.test_y[r::w]
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # n, clean_wrong, verified_wrong, loss, eps_sum
+        mins = torch.tensor([math.inf, math.inf], dtype=torch.float64, device=self.device)  # min eps, −max eps
+        bs = self.cfg.eval.batch_size
+        for i in range(0, len(xs), bs):
+            x, y = xs[i:i + bs], ys[i:i + bs]
+            logits = self.classifier(x)
+            correct = logits.argmax(1) == y
+            eps = self.threat(x)
+            lo, hi = input_box(x, eps)
+            margins, _ = compute_bounds(self.classifier, lo, hi, method=self.cfg.eval.method,
+                                        C=margin_spec(y, self.info.num_classes))
+            verified = correct & (margins.min(1).values > 0)
+            flat = eps.reshape(len(y), -1)
+            sums += torch.stack([torch.tensor(float(len(y)), device=self.device), (~correct).sum(), (~verified).sum(),
+                                 nn.functional.cross_entropy(logits, y, reduction="sum"), flat.mean(1).sum()]).double()
+            mins = torch.minimum(mins, torch.stack([flat.min(), -flat.max()]).double())
+        D.all_reduce_(sums)
+        D.all_reduce_(mins, op="min")
+        n = max(sums[0].item(), 1.0)
+        return {"epoch": epoch, "split": "test", "step": self.step, "eps0": eps0, "loss": sums[3].item() / n,
+                "clean_err": sums[1].item() / n, "verified_err": sums[2].item() / n, "mean_eps": sums[4].item() / n,
+                "min_eps": mins[0].item() if n else 0.0, "max_eps": -mins[1].item() if n else 0.0,
+                "method": self.cfg.eval.method, "seconds": time.perf_counter() - start}
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> dict | None:
+        cfg = self.cfg
+        last_test = None
+        if self.epoch >= cfg.optim.epochs:
+            self._log(f"run already finished ({self.epoch}/{cfg.optim.epochs} epochs)")
+        for epoch in range(self.epoch + 1, cfg.optim.epochs + 1):
+            row = self.train_epoch(epoch)
+            eps0 = row["eps0"]
+            rows = [row]
+            ramp_done = self.ramp(max(self.step - 1, 0)) >= 1.0
+            if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
+                last_test = self.evaluate(epoch, eps0)
+                rows.append(last_test)
+            self.epoch = epoch
+            improved = last_test is not None and last_test["epoch"] == epoch and ramp_done \
+                and last_test["verified_err"] < self.best
+            if improved:
+                self.best = last_test["verified_err"]
+            if self.dist.is_main:
+                for r in rows:
+                    rundir.append_metrics(self.run_dir, r)
+                rundir.atomic_torch_save(self.state(), self.run_dir / rundir.LAST)
+                if improved:
+                    shutil.copyfile(self.run_dir / rundir.LAST, self.run_dir / (rundir.BEST + ".tmp"))
+                    Path(self.run_dir / (rundir.BEST + ".tmp")).replace(self.run_dir / rundir.BEST)
+            D.barrier()
+            test_txt = (f" | test clean {last_test['clean_err']:.2%} verified {last_test['verified_err']:.2%}"
+                        if last_test is not None and last_test["epoch"] == epoch else "")
+            self._log(f"epoch {epoch:3d}/{cfg.optim.epochs} eps0 {eps0:.4f} | train loss {row['loss']:.4f} "
+                      f"clean {row['clean_err']:.2%} verified {row['verified_err']:.2%} | "
+                      f"eps mean {row['mean_eps']:.4f} [{row['min_eps']:.3f}, {row['max_eps']:.3f}]{test_txt} "
+                      f"| {row['seconds']:.1f}s")
+        if self.dist.is_main:
+            final = {"classifier": self.classifier.state_dict(),
+                     "generator": self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None,
+                     "epoch": self.epoch, "step": self.step, "config": cfg.to_dict(), "format": 1}
+            rundir.atomic_torch_save(final, self.run_dir / rundir.FINAL)
+        D.barrier()
+        return last_test
+
+
+def _check_out_dir(out: Path) -> None:
+    if rundir.is_run_dir(out) or (out / rundir.METRICS).exists():
+        raise UserError(f"{out} already holds a run; continue it with 'ctxbudget train --resume {out}' "
+                        "or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+
+
+def train(cfg: RunConfig, out_dir: str | Path, device: str | None = None, progress: bool | None = None) -> Trainer:
+    """Start a new run in ``out_dir`` (must be new or empty of runs) and train it to the end."""
+    out = Path(out_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _check_out_dir(out)
+    trainer = Trainer(cfg, out, device_name=device, progress=progress)
+    if trainer.dist.is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        rundir.write_config(out, cfg)
+        trainer._log(f"ctxbudget run in {out}: {cfg.budget.kind} budgets, eps0 {cfg.budget.eps0}, "
+                     f"{cfg.model.name} on {cfg.data.name} ({len(trainer.train_x)} train / {len(trainer.test_x)} test), "
+                     f"{trainer.steps_per_epoch} steps/epoch, device {trainer.device}, world size {trainer.dist.world_size}")
+    D.barrier()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        trainer._log(f"interrupted during epoch {trainer.epoch + 1}; resume with: ctxbudget train --resume {out}")
+        raise
+    return trainer
+
+
+def resume(run_dir: str | Path, overrides: dict | None = None, device: str | None = None,
+           progress: bool | None = None) -> Trainer:
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (or from scratch if none yet)."""
+    from ..config import config_from_dict, merge
+
+    run_dir = Path(run_dir)
+    cfg = rundir.read_config(run_dir)
+    if overrides:
+        cfg = config_from_dict(merge(cfg.to_dict(), overrides))
+    trainer = Trainer(cfg, run_dir, device_name=device, progress=progress)
+    last = run_dir / rundir.LAST
+    if last.is_file():
+        trainer.load_state(rundir.load_checkpoint(last, map_location=trainer.device))
+    if trainer.dist.is_main:
+        rundir.truncate_metrics(run_dir, trainer.epoch)
+        if overrides:
+            rundir.write_config(run_dir, cfg)
+        trainer._log(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+    D.barrier()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        trainer._log(f"interrupted during epoch {trainer.epoch + 1}; resume with: ctxbudget train --resume {run_dir}")
+        raise
+    return trainer

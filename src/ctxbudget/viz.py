@@ -1,0 +1,165 @@
+"""Figures: budget maps (the paper's Figures 2–6), training curves, budget histograms, region stats.
+
+Matplotlib with the Agg backend (no display needed). Functions take tensors or arrays in pixel
+units (images N×C×H×W in [0, 1], budgets ε of the same shape) and return a ``Figure``;
+:func:`save_figure` writes it as PNG (and PDF). Budget maps are shown in grey normalised by the
+upper limit u (``ε/u`` in [0, 1], lighter = larger budget); RGB budgets are averaged over channels
+(optionally also shown per channel).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+ArrayLike = Any  # numpy array or torch tensor
+
+
+def _np(a: ArrayLike) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _show_image(ax: Any, img: np.ndarray) -> None:
+    """Draw one C×H×W image in [0, 1] (grey for C = 1, RGB for C = 3)."""
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(img.transpose(1, 2, 0), 0.0, 1.0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def budget_grid(images: ArrayLike, eps: ArrayLike, upper: float, *, labels: Sequence[int] | None = None,
+                preds: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                per_channel: bool = False, title: str | None = None) -> Figure:
+    """Grid: top row the inputs, below them the budget maps ε/u (grey, lighter = larger budget).
+
+    Args:
+        images: N×C×H×W in [0, 1]; eps: budgets N×C×H×W (pixel units); upper: the limit u.
+        labels, preds: optional class indices (N) written under each column ("label / prediction").
+        per_channel: for C > 1 add one map row per channel below the channel-mean map.
+    """
+    imgs, e = _np(images).astype(np.float32), _np(eps).astype(np.float32)
+    n, c = imgs.shape[:2]
+    rel = e / max(float(upper), 1e-12)
+    maps = [("ε/u" + (" (mean)" if c > 1 else ""), rel.mean(axis=1))]
+    if per_channel and c > 1:
+        names = ["R", "G", "B"] if c == 3 else [f"ch{i}" for i in range(c)]
+        maps += [(f"ε/u ({names[i]})", rel[:, i]) for i in range(c)]
+    rows = 1 + len(maps)
+    cell = 1.35 * imgs.shape[2] / imgs.shape[3]                        # keep the image aspect ratio
+    fig, axes = plt.subplots(rows, n, figsize=(1.35 * n + 0.9, (cell + 0.3) * rows + 0.4), squeeze=False)
+    im = None
+    for j in range(n):
+        _show_image(axes[0, j], imgs[j])
+        if labels is not None:
+            name = lambda k: class_names[k] if class_names is not None and k < len(class_names) else str(k)
+            text = name(int(labels[j])) + (f" / {name(int(preds[j]))}" if preds is not None else "")
+            color = "black" if preds is None or int(preds[j]) == int(labels[j]) else "red"
+            axes[0, j].set_title(text, fontsize=8, color=color)
+        for r, (_, m) in enumerate(maps, start=1):
+            im = axes[r, j].imshow(m[j], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    for r, (name, _) in enumerate(maps, start=1):
+        axes[r, 0].set_ylabel(name, fontsize=7)
+    fig.subplots_adjust(left=0.06, right=0.88, bottom=0.04, top=0.86 if title else 0.9, wspace=0.08, hspace=0.25)
+    cax = fig.add_axes([0.9, 0.08, 0.02, 0.8 * (rows - 1) / rows])
+    fig.colorbar(im, cax=cax).set_label("ε / u", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def training_curves(metrics: Sequence[dict]) -> Figure:
+    """Clean / verified error (train and test, %) and ε0 against epoch, from ``metrics.jsonl`` rows
+    (keys ``epoch``, ``split``, ``clean_err``, ``verified_err``, ``eps0``)."""
+    fig, (ax, ax_eps) = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    splits = sorted({str(r.get("split", "train")) for r in metrics})
+    styles = {"train": "--", "test": "-"}
+    for split in splits:
+        rows = sorted((r for r in metrics if str(r.get("split", "train")) == split), key=lambda r: r["epoch"])
+        ep = [r["epoch"] for r in rows]
+        for key, color in (("clean_err", "tab:blue"), ("verified_err", "tab:red")):
+            vals = [100 * r[key] if r.get(key) is not None else np.nan for r in rows]
+            if np.isfinite(vals).any():
+                ax.plot(ep, vals, styles.get(split, ":"), color=color, label=f"{key.replace('_err', '')} ({split})")
+    rows = sorted((r for r in metrics if r.get("eps0") is not None), key=lambda r: r["epoch"])
+    seen: dict[float, float] = {}
+    for r in rows:
+        seen.setdefault(r["epoch"], r["eps0"])
+    ax_eps.plot(list(seen), list(seen.values()), color="tab:green")
+    ax.set(xlabel="epoch", ylabel="error (%)", ylim=(0, 100), title="errors")
+    ax_eps.set(xlabel="epoch", ylabel="ε0 (pixel units)", title="target volume ε0")
+    ax.legend(fontsize=7)
+    for a in (ax, ax_eps):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *, bins: int = 60) -> Figure:
+    """Histogram of all budgets ε_i (pixel units) with l, ε0 and u marked."""
+    e = _np(eps).reshape(-1).astype(np.float64)
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    lo_edge = min(lower, float(e.min())) if e.size else lower
+    hi_edge = max(upper, float(e.max())) if e.size else upper
+    ax.hist(e, bins=np.linspace(lo_edge, hi_edge if hi_edge > lo_edge else lo_edge + 1e-6, bins + 1),
+            color="0.45", weights=np.full(e.shape, 100.0 / max(e.size, 1)))
+    for v, name, style in ((lower, "l", ":"), (eps0, "ε0", "-"), (upper, "u", "--")):
+        ax.axvline(v, color="tab:red", linestyle=style, label=f"{name} = {v:.3g}")
+    ax.set(xlabel="budget ε_i (pixel units)", ylabel="share of dimensions (%)",
+           title=f"budgets: geometric mean {np.exp(np.log(np.clip(e, 1e-300, None)).mean()):.3g}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def region_budget_stats(eps: ArrayLike, regions: ArrayLike, eps0: float | None = None) -> dict:
+    """Mean budget inside vs outside the region that carries the label.
+
+    Args:
+        eps: N×C×H×W budgets (pixel units); regions: N×1×H×W (or N×C×H×W) bool masks, broadcast
+            over channels. eps0 (optional) adds the means relative to ε0.
+
+    Returns:
+        dict with ``mean_inside``, ``mean_outside``, ``ratio_inside_outside``, ``geo_mean_inside``,
+        ``geo_mean_outside`` (geometric means), element counts, and ``n`` (examples).
+    """
+    e = _np(eps).astype(np.float64)
+    m = np.broadcast_to(_np(regions).astype(bool), e.shape)
+    inside, outside = e[m], e[~m]
+    mean = lambda a: float(a.mean()) if a.size else None
+    geo = lambda a: float(np.exp(np.log(np.clip(a, 1e-300, None)).mean())) if a.size else None
+    out = {"n": int(e.shape[0]), "count_inside": int(inside.size), "count_outside": int(outside.size),
+           "mean_inside": mean(inside), "mean_outside": mean(outside),
+           "geo_mean_inside": geo(inside), "geo_mean_outside": geo(outside)}
+    out["ratio_inside_outside"] = (out["mean_inside"] / out["mean_outside"]
+                                   if out["mean_inside"] is not None and out["mean_outside"] else None)
+    if eps0:
+        out["eps0"] = float(eps0)
+        for k in ("mean_inside", "mean_outside"):
+            out[k + "_over_eps0"] = None if out[k] is None else out[k] / eps0
+    return out
+
+
+def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` (and ``stem.pdf``), close it, return the paths written."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix("." + fmt)
+        fig.savefig(path, dpi=dpi)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,69 @@
+"""Figure functions write non-empty images; budget statistics inside/outside label regions."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from ctxbudget import viz
+from ctxbudget.budgets import LearnedBudget
+from ctxbudget.evaluate.commands import visualize_run
+from ctxbudget.models import BudgetGenerator
+
+
+def _ok(paths):
+    assert paths and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_budget_grid_grey_and_rgb(tmp_path):
+    x = torch.rand(4, 1, 8, 8)
+    _ok(viz.save_figure(viz.budget_grid(x, torch.rand_like(x) * 0.2, 0.2, labels=[0, 1, 2, 3], preds=[0, 1, 0, 3]),
+                        tmp_path / "grey"))
+    x = torch.rand(3, 3, 8, 12)
+    fig = viz.budget_grid(x, torch.rand_like(x), 1.0, labels=[1, 2, 3], class_names=list("abcd"), per_channel=True)
+    assert len(fig.axes) == 5 * 3 + 1                                  # image + mean + 3 channels, colourbar
+    _ok(viz.save_figure(fig, tmp_path / "rgb", formats=("png",)))
+
+
+def test_training_curves_and_histogram(tmp_path):
+    metrics = [{"epoch": e, "split": s, "clean_err": 0.5 / e, "verified_err": 0.9 / e, "eps0": min(e, 5) * 0.08}
+               for e in range(1, 8) for s in ("train", "test")]
+    _ok(viz.save_figure(viz.training_curves(metrics), tmp_path / "curves"))
+    eps = np.exp(np.random.default_rng(0).uniform(np.log(0.2), np.log(0.8), size=(10, 1, 8, 8)))
+    _ok(viz.save_figure(viz.budget_histogram(eps, 0.4, 0.2, 0.8), tmp_path / "hist"))
+
+
+def test_region_stats_hand_made():
+    eps = np.array([[[[1.0, 2.0], [3.0, 4.0]]], [[[5.0, 6.0], [7.0, 8.0]]]])        # 2×1×2×2
+    regions = np.array([[[[True, False], [False, False]]], [[[False, True], [True, False]]]])
+    s = viz.region_budget_stats(eps, regions, eps0=2.0)
+    assert s["count_inside"] == 3 and s["count_outside"] == 5
+    assert s["mean_inside"] == pytest.approx((1 + 6 + 7) / 3)
+    assert s["mean_outside"] == pytest.approx((2 + 3 + 4 + 5 + 8) / 5)
+    assert s["ratio_inside_outside"] == pytest.approx(s["mean_inside"] / s["mean_outside"])
+    assert s["geo_mean_inside"] == pytest.approx((1 * 6 * 7) ** (1 / 3))
+    assert s["mean_inside_over_eps0"] == pytest.approx(s["mean_inside"] / 2)
+    rgb = viz.region_budget_stats(np.ones((1, 3, 2, 2)), np.array([[[[True, False], [False, False]]]]))
+    assert rgb["count_inside"] == 3 and rgb["count_outside"] == 9    # mask broadcast over channels
+
+
+def test_visualize_run_with_regions(tmp_path):
+    torch.manual_seed(0)
+    shape = (1, 8, 8)
+    threat = LearnedBudget(BudgetGenerator(shape), 0.1, 0.5, 2.0).eval()
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    regions = torch.zeros(6, 1, 8, 8, dtype=torch.bool)
+    regions[:, :, :, :2] = True
+    ds = SimpleNamespace(images=torch.rand(6, *shape), labels=torch.arange(6) % 3, regions=regions,
+                         info=SimpleNamespace(classes=["a", "b", "c"]))
+    metrics = [{"epoch": e, "split": "test", "clean_err": 0.1, "verified_err": 0.2, "eps0": 0.1} for e in (1, 2)]
+    run = SimpleNamespace(dataset="toy", kind="learned", eps0=0.1, classifier=classifier, budgets=threat,
+                          limits=threat.limits, metrics=lambda: metrics)
+    res = visualize_run(run, tmp_path / "fig", indices=[0, 2, 4], dataset=ds)
+    names = sorted(p.split("/")[-1] for p in res["paths"])
+    assert names == ["budget_hist.pdf", "budget_hist.png", "budget_maps.pdf", "budget_maps.png",
+                     "budget_stats.json", "training_curves.pdf", "training_curves.png"]
+    stats = json.loads((tmp_path / "fig" / "budget_stats.json").read_text())
+    assert stats["regions"]["count_inside"] == 6 * 16 and stats["lower"] == pytest.approx(0.05)
+    assert stats["min"] >= 0.05 - 1e-6 and stats["max"] <= 0.2 + 1e-6
