@@ -18,11 +18,14 @@ $(VENV)/.installed: pyproject.toml scripts/install_torch.sh
 	touch $@
 
 demo: venv
-	rm -rf runs/demo-learned
+	rm -rf runs/demo-learned runs/demo-uniform
 	$(BIN)/ctxbudget train --config configs/quickstart.yaml --out runs/demo-learned
-	$(BIN)/ctxbudget evaluate runs/demo-learned --liu-limit 20
+	$(BIN)/ctxbudget train --config configs/quickstart-uniform.yaml --out runs/demo-uniform
+	$(BIN)/ctxbudget evaluate runs/demo-learned --liu-limit 32
+	$(BIN)/ctxbudget evaluate runs/demo-uniform --liu-limit 32
 	$(BIN)/ctxbudget visualize runs/demo-learned
-	@echo "figures and results in runs/demo-learned"
+	$(BIN)/ctxbudget report runs/demo-uniform runs/demo-learned --out runs/demo-report.md
+	@echo "results: runs/demo-report.md, runs/demo-*/results.json; figures: runs/demo-learned/figures/"
 
 test: venv
 	CTXBUDGET_DATA=$(DATA) $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -12,7 +12,8 @@ from torch import nn
 
 from ctxbudget.models.classifiers import Normalize
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# small networks: one thread avoids OpenMP overhead (and contention on a loaded 2-core machine)
+torch.set_num_threads(1)
 
 
 def reference_dir() -> Optional[Path]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_data_parser(subparsers) -> None:
@@ -45,28 +46,22 @@ def _list(args) -> int:
 def _info(args) -> int:
     from . import describe
 
-    info = describe(args.name, args.data_dir, download=args.download) if _accepts_download(describe) \
-        else describe(args.name, args.data_dir)
+    info = describe(args.name, args.data_dir, download=args.download)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
         for key, value in info.items():
             print(f"{key:>14}: {value}")
+    if not info.get("available", True):
+        print(f"error: {info.get('error')}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _preview(args) -> int:
     from . import save_preview
 
-    kwargs = {"root": args.data_dir, "split": args.split, "seed": args.seed}
-    if _accepts_download(save_preview):
-        kwargs["download"] = args.download
-    path = save_preview(args.name, args.out, **kwargs)
-    print(f"wrote {path or args.out}")
+    path = save_preview(args.name, args.out, root=args.data_dir, split=args.split, seed=args.seed,
+                        download=args.download)
+    print(f"wrote {path}")
     return 0
-
-
-def _accepts_download(fn) -> bool:
-    import inspect
-
-    return "download" in inspect.signature(fn).parameters

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..budgets import UniformBudget, input_box, log_volume
 from ..errors import SoundnessError, UserError
-from .attack import min_margin, pgd_attack
+from .attack import pgd_attack
 from .liu2019 import METHODS, BoundFn, liu_max_volume, margin_lower_bounds
 
 DEFAULT_METHODS = ("ibp", "crown-ibp")
@@ -67,13 +67,13 @@ def _check(violations: list[str], strict: bool) -> None:
 def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                    methods: Sequence[str] = DEFAULT_METHODS, batch_size: int = 128, attack_steps: int = 50,
                    attack_restarts: int = 1, attack_loss: str = "margin", liu_limit: int = 100,
-                   liu_method: str = "crown-ibp", liu_iters: int = 200, liu_lr: float = 0.02,
+                   liu_method: str = "crown-ibp", liu_iters: int = 100, liu_lr: float = 0.05,
                    bound_fn: BoundFn | None = None, seed: int = 0, progress: bool | None = None,
                    strict: bool = True, return_records: bool = False) -> Any:
     """Evaluate ``classifier`` under the budgets of ``threat`` and under uniform ``threat.eps0``.
 
     Args:
-        classifier: N×C×H×W → N×K logits (eval mode; used as is).
+        classifier: N×C×H×W → N×K logits (switched to eval mode, as is the threat model).
         threat: budget model (``forward(x) -> ε``, ``.eps0``, ``.kind``), e.g. ``LearnedBudget``.
         images: N×C×H×W in [0, 1]; labels: (N,) int64.
         methods: bound methods for the verified errors (subset of ibp, crown-ibp, crown, alpha-crown).
@@ -87,7 +87,19 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
         return_records: also return per-example arrays (dict of numpy arrays, length N).
 
     Returns:
-        The results dict (JSON-safe; fractions in [0, 1]), or ``(results, records)``.
+        The results dict (JSON-safe; fractions in [0, 1]), or ``(results, records)``. Keys:
+        ``n``, ``dims`` (n per example), ``eps0``, ``clean_err``; ``verified_err`` → {learned,
+        uniform, liu2019} (learned/uniform: verified by any requested method; liu2019 over the
+        first ``n_liu2019`` examples, None if skipped); ``verified_err_by_method`` → {kind →
+        {method → fraction}}; ``attack_err`` → {learned, uniform}; ``soundness_violations`` (0);
+        ``mean_log_volume_liu2019``: mean over Liu-certified examples of (1/n)·Σ_i log ε_i, i.e.
+        the mean log of the geometric-mean budget (compare with ``target_log_volume_per_dim`` =
+        log ε0; ``mean_geo_budget_liu2019`` is its exp); ``seconds`` per part. Records: arrays
+        ``index``, ``label``, ``prediction``, ``correct``, ``verified_{kind}_{method}``,
+        ``verified_{kind}_any``, ``min_lb_{kind}_{method}`` / ``min_lb_{kind}`` (smallest margin
+        lower bound, best method), ``attack_margin_{kind}``, ``log_volume_{kind}``,
+        ``liu_evaluated``, ``liu_log_volume`` (NaN if not evaluated, −inf if uncertified),
+        ``verified_liu2019``; method names with "-" written with "_".
     """
     t_total = time.perf_counter()
     methods = parse_methods(methods)

@@ -17,9 +17,15 @@ reachable; Liu's defaults — SGD 1e-3 from ε = 1e-3 — cannot grow ε beyond 
    ψ(c, μ, ρ) = −μc + ρc²/2 if c ≤ μ/ρ else −μ²/(2ρ); μ ← max(μ − ρc, 0) every ``mu_every``
    iterations; ρ starts at ``rho`` and is ×5 after each fifth of the iterations.
 4. The best certified iterate seen (by log-volume; the uniform start is one) is kept; the last
-   iterate is shrunk ×0.99 until certified (at most ``max_shrink`` times) and kept if better.
-5. A fresh bound computation re-checks the final ε; an uncertified example is shrunk ×0.99 (bounded
-   count) and marked uncertified if that does not help.
+   iterate is scaled by 0.99^k, k ≤ ``max_shrink`` the smallest certified count (found by
+   bisection over k rather than one bound computation per ×0.99 step), and kept if better.
+5. A fresh bound computation re-checks the final ε; an uncertified example is shrunk the same way
+   and marked uncertified if that does not help.
+
+Defaults (100 Adam steps of 0.05 on log ε, ρ = 1, δ = 1e-4) were tuned on a small MNIST DM-small
+run at ε0 = 0.3: the geometric-mean certified budget grew from 0.125 (uniform start) to ≈ 0.36;
+200 steps of 0.02 gave the same. With CROWN-IBP on DM-small this costs ≈ 0.35 s per example on
+one CPU thread.
 
 Everything runs on the whole batch at once (no per-example Python loop).
 """
@@ -108,7 +114,7 @@ def _psi(c: torch.Tensor, mu: torch.Tensor, rho: float) -> torch.Tensor:
 
 
 def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, method: str = "crown-ibp",
-                   bound_fn: BoundFn = margin_lower_bounds, iters: int = 200, lr: float = 0.02,
+                   bound_fn: BoundFn = margin_lower_bounds, iters: int = 100, lr: float = 0.05,
                    delta: float = 1e-4, rho: float = 1.0, mu_every: int = 5, max_shrink: int = 200,
                    progress: bool = False) -> LiuResult:
     """Maximise Σ log ε_i per example subject to certified margins ≥ δ (see module docstring).

@@ -1,0 +1,48 @@
+"""End to end through the CLI on a run directory written with ctxbudget.run (untrained weights)."""
+import json
+
+import pytest
+
+from ctxbudget.cli import main
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    from ctxbudget.config import config_from_dict
+    from ctxbudget.data import get_info
+    from ctxbudget.run import FINAL, atomic_torch_save, build_models, write_config
+
+    cfg = config_from_dict({"data": {"name": "mnist-sample"}, "model": {"name": "dm-small"},
+                            "budget": {"kind": "learned", "eps0": 0.05, "alpha_lo": 0.5, "alpha_hi": 2.0}})
+    info = get_info("mnist-sample")
+    classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std)
+    out = tmp_path / "run"
+    out.mkdir()
+    write_config(out, cfg)
+    atomic_torch_save({"classifier": classifier.state_dict(), "generator": threat.generator.state_dict()}, out / FINAL)
+    (out / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "split": "test", "clean_err": 0.5,
+                                                           "verified_err": 0.9, "eps0": 0.05 * e / 2}) + "\n"
+                                               for e in (1, 2)))
+    return out
+
+
+def test_evaluate_visualize_report(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--limit", "8", "--liu-limit", "4", "--liu-iters", "5",
+                 "--attack-steps", "5", "--no-progress"]) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["n"] == 8 and res["n_liu2019"] == 4 and res["soundness_violations"] == 0
+    assert res["training"] == {"kind": "learned", "eps0": 0.05, "alpha_lo": 0.5, "alpha_hi": 2.0}
+    assert (run_dir / "per_example.npz").is_file()
+    assert "soundness violations: 0" in capsys.readouterr().out
+    assert main(["visualize", str(run_dir), "--indices", "0,3", "--stats-limit", "16"]) == 0
+    assert (run_dir / "figures" / "budget_maps.png").stat().st_size > 1000
+    assert (run_dir / "figures" / "training_curves.png").is_file()
+    assert main(["report", str(run_dir)]) == 0
+    assert "| 0.05 | learned 0.05 |" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2(run_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir), "--bounds", "ibp,nope"]) == 2
+    assert main(["visualize", str(run_dir), "--indices", "99999"]) == 2
+    assert main(["report", str(tmp_path)]) == 2
+    assert "ctxbudget evaluate" in capsys.readouterr().err
