@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -243,7 +242,7 @@ class Trainer:
             row = self.train_epoch(epoch)
             eps0 = row["eps0"]
             rows = [row]
-            ramp_done = self.ramp(max(self.step - 1, 0)) >= 1.0
+            ramp_done = eps0 >= self.eps_max
             if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
                 last_test = self.evaluate(epoch, eps0)
                 rows.append(last_test)
@@ -255,10 +254,10 @@ class Trainer:
             if self.dist.is_main:
                 for r in rows:
                     rundir.append_metrics(self.run_dir, r)
-                rundir.atomic_torch_save(self.state(), self.run_dir / rundir.LAST)
+                state = self.state()
+                rundir.atomic_torch_save(state, self.run_dir / rundir.LAST)
                 if improved:
-                    shutil.copyfile(self.run_dir / rundir.LAST, self.run_dir / (rundir.BEST + ".tmp"))
-                    Path(self.run_dir / (rundir.BEST + ".tmp")).replace(self.run_dir / rundir.BEST)
+                    rundir.atomic_torch_save(state, self.run_dir / rundir.BEST)
             D.barrier()
             test_txt = (f" | test clean {last_test['clean_err']:.2%} verified {last_test['verified_err']:.2%}"
                         if last_test is not None and last_test["epoch"] == epoch else "")
@@ -273,6 +272,16 @@ class Trainer:
             rundir.atomic_torch_save(final, self.run_dir / rundir.FINAL)
         D.barrier()
         return last_test
+
+
+def _fit(trainer: Trainer) -> None:
+    """Run ``trainer.fit()``; on Ctrl-C say how to continue (the last finished epoch is kept)."""
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        trainer._log(f"interrupted during epoch {trainer.epoch + 1}; "
+                     f"resume with: ctxbudget train --resume {trainer.run_dir}")
+        raise
 
 
 def _check_out_dir(out: Path) -> None:
@@ -296,11 +305,7 @@ def train(cfg: RunConfig, out_dir: str | Path, device: str | None = None, progre
                      f"{cfg.model.name} on {cfg.data.name} ({len(trainer.train_x)} train / {len(trainer.test_x)} test), "
                      f"{trainer.steps_per_epoch} steps/epoch, device {trainer.device}, world size {trainer.dist.world_size}")
     D.barrier()
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        trainer._log(f"interrupted during epoch {trainer.epoch + 1}; resume with: ctxbudget train --resume {out}")
-        raise
+    _fit(trainer)
     return trainer
 
 
@@ -323,9 +328,5 @@ def resume(run_dir: str | Path, overrides: dict | None = None, device: str | Non
             rundir.write_config(run_dir, cfg)
         trainer._log(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
     D.barrier()
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        trainer._log(f"interrupted during epoch {trainer.epoch + 1}; resume with: ctxbudget train --resume {run_dir}")
-        raise
+    _fit(trainer)
     return trainer
