@@ -27,15 +27,21 @@ def _run(args, **kw):
                     reason="torch.distributed with gloo is not available")
 @pytest.mark.parametrize("kind", ["learned", "uniform"])
 def test_two_ranks_match_one_process(tmp_path, kind):
-    base = [sys.executable, "-m", "ctxbudget", "train", "--set", f"budget.kind={kind}"] + SETTINGS
+    # the uniform case also covers augmentation (drawn for the global batch, then split by rank)
+    extra = ["--set", "data.augment=true"] if kind == "uniform" else []
+    base = [sys.executable, "-m", "ctxbudget", "train", "--set", f"budget.kind={kind}"] + extra + SETTINGS
     _run(base + ["--out", str(tmp_path / "one")])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "ctxbudget", "train", "--set", f"budget.kind={kind}"] + SETTINGS
+                "-m", "ctxbudget", "train", "--set", f"budget.kind={kind}"] + extra + SETTINGS
     proc = _run(torchrun + ["--out", str(tmp_path / "two")])
     assert "world size 2" in (tmp_path / "two" / "train.log").read_text()
     assert proc.stdout.count("run written to") == 1          # only rank 0 writes and prints
     one, two = _weights(tmp_path / "one" / "final.pt"), _weights(tmp_path / "two" / "final.pt")
-    assert torch.allclose(one, two, rtol=0, atol=1e-4), (one - two).abs().max()
+    diff = (one - two).abs()
+    # Adam turns float rounding noise in near-zero gradients into steps of size ~lr (5e-4), so a
+    # handful of weights may differ by a few lr steps; all others agree to float precision.
+    assert diff.max() < 2e-3, diff.max()
+    assert (diff > 1e-5).double().mean() < 1e-4, int((diff > 1e-5).sum())
     # metrics agree too (errors are reduced over ranks)
     log1 = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
     log2 = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
@@ -44,9 +50,10 @@ def test_two_ranks_match_one_process(tmp_path, kind):
         assert a["clean_err"] == pytest.approx(b["clean_err"]) and a["verified_err"] == pytest.approx(b["verified_err"])
     if kind == "uniform":
         return
-    # the comparison is discriminating: another seed changes the weights by far more than atol
+    # the comparison is discriminating: another seed changes most weights by far more
     _run(base + ["--out", str(tmp_path / "seed1"), "--set", "seed=1"])
-    assert (one - _weights(tmp_path / "seed1" / "final.pt")).abs().max() > 1e-2
+    other = (one - _weights(tmp_path / "seed1" / "final.pt")).abs()
+    assert other.max() > 1e-2 and (other > 1e-5).double().mean() > 0.5
     # resume under torchrun works the same way
     _run(torchrun[:-len(SETTINGS)] + ["--resume", str(tmp_path / "two"), "--set", "optim.epochs=4", "--no-progress",
                                       "--device", "cpu"])

@@ -137,12 +137,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ epochs
     def _batches(self, epoch: int):
-        """Global batches of epoch ``epoch``: a permutation seeded by (seed, epoch); this rank's share."""
+        """This rank's share of each global batch of epoch ``epoch`` (augmented if configured).
+
+        The order is a permutation seeded by (seed, epoch); augmentation is drawn for the whole
+        global batch before the strided split, so N ranks see exactly what one process would.
+        """
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(self.train_x), generator=g)
+        share = slice(self.dist.rank, None, self.dist.world_size)
         for i in range(self.steps_per_epoch):
-            idx = perm[i * self.batch_size:(i + 1) * self.batch_size][self.dist.rank::self.dist.world_size]
-            yield i, idx.to(self.device), g
+            idx = perm[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+            x, y = self.train_x[idx], self.train_y[idx]
+            if self.cfg.data.augment:
+                x = augment_crop_flip(x, pad=4, generator=g)
+            yield x[share], y[share]
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -157,14 +165,11 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.optim.epochs}", leave=False,
                    disable=not show, dynamic_ncols=True)
         eps0 = 0.0
-        for _, idx, g in self._batches(epoch):
+        for x, y in self._batches(epoch):
             frac = self.ramp(self.step)
             eps0 = frac * self.eps_max
             kappa = mixing_weight(frac, cfg.loss.kappa_final)
             beta = mixing_weight(frac, cfg.loss.beta_final)
-            x, y = self.train_x[idx], self.train_y[idx]
-            if cfg.data.augment:
-                x = augment_crop_flip(x, pad=4, generator=g)
             loss, stats = self.step_module(x, y, eps0, kappa, beta, cfg.loss.method, cfg.loss.fusion)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at epoch {epoch}, step {self.step} (ε0 = {eps0:.4g}); "
