@@ -117,3 +117,15 @@ def test_uniform_budget_and_box():
     assert torch.allclose(hi, torch.tensor([[[[0.3, 0.8, 1.0]]]]))
     with pytest.raises(ValueError):
         input_box(x, eps[..., :2])
+
+
+def test_clip01_matches_clamp_values_and_gradient():
+    from ctxbudget.budgets import clip01
+
+    v = torch.tensor([-1.5, -1e-9, 0.0, 1e-9, 0.3, 1.0 - 1e-9, 1.0, 1.0 + 1e-9, 2.0], dtype=torch.float64)
+    a, b = v.clone().requires_grad_(), v.clone().requires_grad_()
+    w = torch.arange(1.0, 10.0, dtype=torch.float64)
+    (clip01(a) * w).sum().backward()
+    (b.clamp(0, 1) * w).sum().backward()
+    assert torch.equal(clip01(v), v.clamp(0, 1))
+    assert torch.equal(a.grad, b.grad)  # including the end points 0 and 1, where clamp passes the gradient

@@ -99,7 +99,7 @@ def test_grad_flows_to_eps_and_params(method: str, fusion: bool) -> None:
 @pytest.mark.parametrize("per_row", [False, True])
 def test_relu_backward_node_gradcheck(per_row: bool) -> None:
     """The fused ReLU backward node has correct gradients for all four inputs."""
-    from ctxbudget.bounds.layers import relu_backward
+    from ctxbudget.bounds.relu import relu_backward
 
     g = torch.Generator().manual_seed(0)
     A = torch.randn(2, 3, 4, 2, 2, generator=g, dtype=torch.float64)

@@ -86,3 +86,21 @@ def test_zero_box_robust_ce_equals_clean_ce() -> None:
         for fusion in (True, False):
             r = robust_cross_entropy(net, x, x, y, method=method, fusion=fusion)
             assert torch.allclose(r, ce, atol=1e-9), (method, fusion)
+
+
+@pytest.mark.parametrize("method,fusion,beta,expect", [
+    ("crown-ibp", True, 1.0, ("ibp", 1.0)),        # fusion: the IBP bounds of the z_j
+    ("ibp", True, 1.0, ("ibp", 1.0)),
+    ("crown", True, 1.0, ("crown", 1.0)),          # full CROWN bounds its own z_j
+    ("crown-ibp", False, 1.0, ("crown-ibp", 1.0)),
+    ("crown-ibp", False, 0.3, ("crown-ibp", 0.3)),  # the mixed margins
+])
+def test_return_margins_are_the_by_product_bounds(method, fusion, beta, expect) -> None:
+    net = small_conv_net(12)
+    x, xl, xu = random_box(5, (1, 8, 8), seed=8, scale=0.05)
+    y = torch.tensor([0, 1, 2, 3, 4])
+    ce, margins = robust_cross_entropy(net, xl, xu, y, method=method, fusion=fusion, beta=beta, return_margins=True)
+    torch.testing.assert_close(ce, robust_cross_entropy(net, xl, xu, y, method=method, fusion=fusion, beta=beta))
+    ref = verified_margin_lower(net, xl, xu, y, method=expect[0], beta=expect[1])
+    assert margins.shape == (5, 4)
+    torch.testing.assert_close(margins, ref, rtol=1e-9, atol=1e-9)

@@ -7,14 +7,14 @@ Public API::
     lower, upper = compute_bounds(model, x_lower, x_upper, method="crown-ibp", C=C)
     loss = robust_cross_entropy(model, x_lower, x_upper, y, method="crown-ibp", fusion=True, beta=1.0)
 
-Modules: ``layers`` (per-layer IBP and backward rules, the ReLU relaxation), ``ibp`` (interval
+Modules: ``layers`` (per-layer IBP and backward rules), ``relu`` (the ReLU relaxation), ``ibp`` (interval
 propagation), ``crown`` (backward propagation: CROWN-IBP, CROWN, α-CROWN), ``engine``
 (validation, :func:`compute_bounds`), ``loss`` (margin spec, robust cross-entropy).
 """
 from __future__ import annotations
 
 from .engine import METHODS, Bounder, compute_bounds
-from .layers import relu_relaxation
+from .relu import relu_relaxation
 from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
 
 __all__ = [

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .ibp import ibp_forward
-from .layers import AvgPoolOp, ConvOp, LinearOp, Op, ReluOp, relu_backward, relu_relaxation
+from .layers import AvgPoolOp, ConvOp, LinearOp, Op, ReluOp
+from .relu import relu_backward, relu_relaxation
 
 Relax = dict[int, tuple[Tensor, Tensor, Tensor]]
 PreBounds = dict[int, tuple[Tensor, Tensor]]

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 from torch import Tensor
 
 from .layers import Op, ReluOp
+from .relu import relu_interval
 
 Box = tuple[Tensor, Tensor]
 
@@ -24,12 +25,9 @@ def ibp_forward(ops: Sequence[Op], c: Tensor, r: Tensor, stop: Optional[int] = N
     stop = len(ops) if stop is None else stop
     for i in range(stop):
         o = ops[i]
-        if isinstance(o, ReluOp):
-            lo, hi = c - r, c + r
-            if pre is not None:
-                pre[i] = (lo, hi)
-            lo, hi = lo.clamp(min=0), hi.clamp(min=0)
-            c, r = (hi + lo) * 0.5, (hi - lo) * 0.5
+        if isinstance(o, ReluOp) and pre is not None:
+            pre[i] = (c - r, c + r)
+            c, r = relu_interval(*pre[i])
         else:
             c, r = o.ibp(c, r)
     return c, r

@@ -9,8 +9,8 @@ shape, how to
   op's output, return the coefficients on its input (B×S×in_shape) and the constant term the op
   contributes, shape B×S (or ``None``).
 
-ReLU is the only non-linear op; its linear relaxation (chord upper line, adaptive lower slope) is
-defined once in :func:`relu_relaxation` and applied to A matrices in :func:`relu_backward`.
+ReLU is the only non-linear op; its rules (interval image, linear relaxation with chord upper line
+and adaptive lower slope, backward substitution) live in :mod:`ctxbudget.bounds.relu`.
 
 Supported modules: ``Normalize`` (any module with buffers ``mean``/``std`` of shape (C,)),
 ``Conv2d`` (groups=1, zero padding), ``Linear``, ``ReLU``, ``Flatten``, ``BatchNorm1d/2d``,
@@ -25,6 +25,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .relu import ibp_relu
 
 Shape = tuple[int, ...]
 
@@ -223,7 +225,7 @@ class AvgPoolOp(Op):
 # ReLU
 # ----------------------------------------------------------------------------------------------
 class ReluOp(Op):
-    """ReLU; its bounds rules are :func:`relu_relaxation` and :func:`relu_backward`."""
+    """ReLU; its bounds rules are in :mod:`ctxbudget.bounds.relu`."""
 
     affine = False
 
@@ -231,82 +233,7 @@ class ReluOp(Op):
         return torch.relu(x)
 
     def ibp(self, c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        lo, hi = torch.relu(c - r), torch.relu(c + r)
-        return (hi + lo) * 0.5, (hi - lo) * 0.5
-
-
-def relu_relaxation(l: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Linear relaxation of ReLU on pre-activation bounds ``l ≤ z ≤ u`` (any shape, element-wise).
-
-    Returns ``(d_low, d_up, b_up)``: ``d_low·z ≤ relu(z) ≤ d_up·z + b_up`` on [l, u].
-    Stable active (l ≥ 0): slopes 1, 0. Stable inactive (u ≤ 0): slopes 0. Unstable: upper line is
-    the chord ``u(z − l)/(u − l)``; lower slope is 1 if u > −l else 0 (auto_LiRPA "adaptive").
-    Differentiable in l and u (the chord), with no NaN for l = u.
-    """
-    unstable = (l < 0) & (u > 0)
-    active = l >= 0
-    denom = torch.where(unstable, u - l, torch.ones_like(u))
-    slope = u / denom
-    d_up = torch.where(unstable, slope, active.to(u.dtype))
-    b_up = torch.where(unstable, -l * slope, torch.zeros_like(u))
-    d_low = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
-    return d_low, d_up, b_up
-
-
-class _ReluBackward(torch.autograd.Function):
-    """``A ↦ A·(d_low if A ≥ 0 else d_up)`` and the constant ``Σ min(A, 0)·b_up`` as one autograd
-    node that saves only A (the masks and products are recomputed in backward): several times
-    less memory and elementwise traffic than composing the same from torch ops.
-
-    Shapes: A is B×S×shape; dl, du, bu broadcast to it (B×1×shape, dl also B×S×shape).
-    Outputs: new A (B×S×shape) and the constant term (B×S).
-    """
-
-    @staticmethod
-    def forward(ctx, A: Tensor, dl: Tensor, du: Tensor, bu: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        B, S = A.shape[:2]
-        neg = A < 0
-        new_A = A * torch.where(neg, du, dl)
-        bias = torch.bmm(A.clamp(max=0).reshape(B, S, -1), bu.reshape(B, -1, 1)).squeeze(-1)
-        ctx.save_for_backward(A, dl, du, bu)
-        return new_A, bias
-
-    @staticmethod
-    def backward(ctx, g: Optional[Tensor], gb: Optional[Tensor]):  # type: ignore[override]
-        A, dl, du, bu = ctx.saved_tensors
-        B, S = A.shape[:2]
-        neg = A < 0
-        if g is None:
-            g = torch.zeros_like(A)
-        gbv = None if gb is None else gb.reshape(B, S, *([1] * (A.dim() - 2)))
-        gA = gdl = gdu = gbu = None
-        if ctx.needs_input_grad[0]:
-            gA = g * torch.where(neg, du, dl)
-            if gbv is not None:
-                gA = gA + torch.where(neg, bu * gbv, torch.zeros((), dtype=A.dtype, device=A.device))
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            P = g * A
-            zero = torch.zeros((), dtype=A.dtype, device=A.device)
-            if ctx.needs_input_grad[1]:
-                gdl = torch.where(neg, zero, P)
-                if dl.shape[1] == 1:
-                    gdl = gdl.sum(1, keepdim=True)
-            if ctx.needs_input_grad[2]:
-                gdu = torch.where(neg, P, zero).sum(1, keepdim=True)
-        if ctx.needs_input_grad[3] and gbv is not None:
-            gbu = (A.clamp(max=0) * gbv).sum(1, keepdim=True)
-        return gA, gdl, gdu, gbu
-
-
-def relu_backward(A: Tensor, d_low: Tensor, d_up: Tensor, b_up: Tensor) -> tuple[Tensor, Tensor]:
-    """Push lower-bound coefficients A (B×S×shape) back through a relaxed ReLU.
-
-    ``d_low`` is B×shape or B×S×shape (α-CROWN: one slope per row); ``d_up``/``b_up`` are B×shape.
-    Positive coefficients take the lower line, negative ones the upper line. Returns the new A
-    (B×S×shape) and the constant term (B×S).
-    """
-    dl = d_low if d_low.dim() == A.dim() else d_low.unsqueeze(1)
-    return _ReluBackward.apply(A, dl, d_up.unsqueeze(1), b_up.unsqueeze(1))
+        return ibp_relu(c, r)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,9 +289,9 @@ def prepare(ops: Sequence[Op], x: Tensor) -> None:
     """Record per-sample shapes of every op by a shape pass on ``x`` (B×in_shape); set training-mode
     BatchNorm statistics from ``x`` (the clean batch) on the way. Running statistics are untouched."""
     need_stats = any(isinstance(o, BatchNormOp) and o.use_batch_stats for o in ops)
-    if not need_stats:
+    if not need_stats:  # an empty batch checks and records the shapes at no arithmetic cost
         with torch.no_grad():
-            _shape_pass(ops, x[:1].detach(), False)
+            _shape_pass(ops, x[:0].detach(), False)
     else:
         _shape_pass(ops, x, True)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bounds import compute_bounds, margin_spec, robust_cross_entropy
+from ..bounds import robust_cross_entropy
 from ..budgets import BudgetModel, input_box
 
 
@@ -42,11 +42,10 @@ class Objective(nn.Module):
             return loss + 0.0 * sum(p.sum() for p in self.threat.parameters()), stats
         eps = self.threat(x)
         lower, upper = input_box(x, eps)
-        robust = robust_cross_entropy(self.classifier, lower, upper, y, method=method, fusion=fusion, beta=beta)
+        robust, margins = robust_cross_entropy(self.classifier, lower, upper, y, method=method, fusion=fusion,
+                                               beta=beta, return_margins=True)
         per_example = kappa * natural + (1 - kappa) * robust
-        with torch.no_grad():  # cheap IBP certificate of the batch, for the progress display
-            margins, _ = compute_bounds(self.classifier, lower.detach(), upper.detach(), method="ibp",
-                                        C=margin_spec(y, logits.shape[1]))
+        with torch.no_grad():  # the certificate the loss computation produced on the way (progress display)
             verified = (margins.min(dim=1).values > 0) & (logits.argmax(1) == y)
             flat = eps.detach().reshape(len(y), -1)
         stats.update(loss=per_example.sum().detach(), robust=robust.sum().detach(),
