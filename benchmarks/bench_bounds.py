@@ -13,6 +13,8 @@ the same process, alternating natural and bound steps (the ratio is the median o
 ratios, robust to load changes on a shared machine). Each configuration runs in its own subprocess; "peak MB" is the growth of the
 process's maximum resident set size (``resource.getrusage(...).ru_maxrss``) over the step loop,
 measured after the model, data and optimiser are set up and one natural step is done (on CUDA: ``torch.cuda.max_memory_allocated``).
+Like the ``ctxbudget`` commands, the processes run with ``ctxbudget.runtime.tune_allocator()``
+(``--no-malloc-tuning`` to measure glibc's defaults).
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ def run_single(model_name: str, config: str, batch: int, steps: int, warmup: int
     from ctxbudget.bounds import robust_cross_entropy
     from ctxbudget.models.classifiers import get_model
 
+    from ctxbudget.runtime import tune_allocator
+
+    tuned = tune_allocator()  # as the ctxbudget commands do (off with --no-malloc-tuning)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -99,7 +104,7 @@ def run_single(model_name: str, config: str, batch: int, steps: int, warmup: int
     return {"model": model_name, "config": config, "median_s": statistics.median(times),
             "natural_median_s": statistics.median(nat),
             "ratio": statistics.median(t / n for t, n in zip(times, nat)),
-            "times": times, "natural_times": nat, "peak_mb": peak_mb}
+            "times": times, "natural_times": nat, "peak_mb": peak_mb, "malloc_tuned": tuned}
 
 
 def main() -> None:
@@ -112,12 +117,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help="keep glibc's default allocator settings (see ctxbudget.runtime)")
     ap.add_argument("--single", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.single:
         res = run_single(a.single[0], a.single[1], a.batch, a.steps, a.warmup, a.threads, a.device)
         print("RESULT " + json.dumps(res))
         return
+    if a.no_malloc_tuning:
+        os.environ["CTXBUDGET_MALLOC_TUNING"] = "0"  # read by the subprocesses
     results = []
     for model in a.models:
         for config in [c for c in a.configs if c != "natural"]:
@@ -134,7 +143,9 @@ def main() -> None:
             print(f"{model:9s} {config:18s} median {res['median_s']:.3f}s natural {res['natural_median_s']:.3f}s "
                   f"ratio {res['ratio']:.2f}  peak +{res['peak_mb']:.0f} MB", flush=True)
     print()
-    print(f"| step / natural step (batch {a.batch}, {a.threads} threads, {a.device}) | " + " | ".join(a.models) + " |")
+    tuning = "malloc tuned" if all(r["malloc_tuned"] for r in results) else "default malloc"
+    print(f"| step / natural step (batch {a.batch}, {a.threads} threads, {a.device}, {tuning}) | "
+          + " | ".join(a.models) + " |")
     print("|---|" + "---|" * len(a.models))
     cfgs = [c for c in a.configs if c != "natural"]
     cells = []

@@ -5,38 +5,50 @@
 
 Times the trainer's own step (``ctxbudget.train.objective.Objective`` + backward + Adam) for
 natural training (ε0 = 0) and for certified training at the target ε0 with β = 1 (CROWN-IBP pass
-active, the most expensive point of the schedule), with learned and uniform budgets. Reports the
-seconds per epoch (steps × median step time) and the ratio to natural training.
+active, the most expensive point of the schedule), with learned and uniform budgets, plus the
+budget generator alone. Configurations take turns step by step (round robin). Reports the seconds
+per epoch (steps × median step time) and the ratio to natural training.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 
 from ctxbudget.budgets import LearnedBudget, UniformBudget
 from ctxbudget.data import get_dataset
 from ctxbudget.models import BudgetGenerator, get_model
+from ctxbudget.runtime import tune_allocator
 from ctxbudget.train.objective import Objective
 
 
-def time_steps(objective: Objective, params, x_all, y_all, batch: int, steps: int, eps0: float,
-               method: str, fusion: bool, kappa: float) -> list[float]:
+def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: float, method: str, fusion: bool,
+              kappa: float, generator_only: bool = False) -> Callable[[], float]:
+    """A closure that runs one timed optimizer step on a random batch and returns its seconds.
+
+    ``generator_only``: just ε(x) + backward + Adam on the generator (what learned budgets add
+    to a step before any bound is computed)."""
     opt = torch.optim.Adam(params, lr=5e-4)
     g = torch.Generator().manual_seed(0)
-    times = []
-    for i in range(steps + 2):
+
+    def step() -> float:
         idx = torch.randint(0, len(x_all), (batch,), generator=g)
+        x, y = x_all[idx], y_all[idx]
         t0 = time.perf_counter()
-        loss, _ = objective(x_all[idx], y_all[idx], eps0, kappa, 1.0, method, fusion)
+        if generator_only:
+            objective.threat.eps0 = eps0
+            loss = objective.threat(x).sum()
+        else:
+            loss, _ = objective(x, y, eps0, kappa, 1.0, method, fusion)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= 2:  # warm-up
-            times.append(time.perf_counter() - t0)
-    return times
+        return time.perf_counter() - t0
+
+    return step
 
 
 def main() -> None:
@@ -46,9 +58,10 @@ def main() -> None:
     ap.add_argument("--model", default="dm-small")
     ap.add_argument("--eps0", type=float, default=0.4)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per configuration (after 2 warm-up)")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after 2 warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    tune_allocator()  # as `ctxbudget train` does
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ds = get_dataset(args.data, "train", root=args.data_dir)
@@ -56,23 +69,30 @@ def main() -> None:
     steps_per_epoch = len(ds) // args.batch_size
     classifier = get_model(args.model, shape, k, ds.info.mean, ds.info.std)
     learned = LearnedBudget(BudgetGenerator(shape), args.eps0, 0.5, 2.0)
-    rows = []
-    configs = [("natural", UniformBudget(0.0), 0.0, "ibp", True, 1.0),
-               ("learned, IBP", learned, args.eps0, "ibp", True, 0.5),
-               ("learned, CROWN-IBP loss fusion", learned, args.eps0, "crown-ibp", True, 0.5),
-               ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5),
-               ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0), args.eps0, "crown-ibp", True, 0.5)]
-    for name, threat, eps0, method, fusion, kappa in configs:
+    configs = [("natural", UniformBudget(0.0), 0.0, "ibp", True, 1.0, False),
+               ("(generator alone: ε(x) + backward + Adam)", learned, args.eps0, "ibp", True, 0.5, True),
+               ("learned, IBP", learned, args.eps0, "ibp", True, 0.5, False),
+               ("learned, CROWN-IBP loss fusion", learned, args.eps0, "crown-ibp", True, 0.5, False),
+               ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5, False),
+               ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0), args.eps0, "crown-ibp", True, 0.5, False)]
+    steps = []
+    for name, threat, eps0, method, fusion, kappa, gen_only in configs:
         obj = Objective(classifier, threat)
-        params = list(classifier.parameters()) + list(threat.parameters())
-        t = statistics.median(time_steps(obj, params, ds.images, ds.labels, args.batch_size, args.steps,
-                                         eps0, method, fusion, kappa))
-        rows.append((name, t))
-    natural = rows[0][1]
+        params = list(threat.parameters()) if gen_only else list(classifier.parameters()) + list(threat.parameters())
+        steps.append(make_step(obj, params, ds.images, ds.labels, args.batch_size, eps0, method, fusion, kappa, gen_only))
+    # round robin, so that load changes on a shared machine hit every configuration alike
+    times: list[list[float]] = [[] for _ in configs]
+    for i in range(args.steps + 2):
+        for j, step in enumerate(steps):
+            t = step()
+            if i >= 2:  # warm-up
+                times[j].append(t)
+    medians = [statistics.median(t) for t in times]
+    natural = medians[0]
     print(f"{args.model} on {args.data} ({len(ds)} images, batch {args.batch_size}, {steps_per_epoch} steps/epoch, "
-          f"{args.threads} threads, eps0 {args.eps0})")
-    print(f"| configuration | step (ms) | s / epoch | × natural |\n|---|---|---|---|")
-    for name, t in rows:
+          f"{args.threads} threads, eps0 {args.eps0}; median of {args.steps} steps)")
+    print("| configuration | step (ms) | s / epoch | × natural |\n|---|---|---|---|")
+    for (name, *_), t in zip(configs, medians):
         print(f"| {name} | {1000 * t:.1f} | {t * steps_per_epoch:.1f} | {t / natural:.2f} |")
 
 

@@ -3,7 +3,8 @@
 This module only parses arguments and dispatches; each subcommand lives beside the code it drives
 and registers itself through an ``add_*_parser(subparsers)`` function that sets ``func``. Errors a
 user can fix (``UserError``, ``ValueError`` from validation, missing files) are printed as one line
-and give exit code 2; a traceback is shown only with ``--debug``.
+and give exit code 2; a traceback is shown only with ``--debug``. Every command runs with the
+allocator settings of :mod:`ctxbudget.runtime` (``CTXBUDGET_MALLOC_TUNING=0`` to opt out).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import SoundnessError, UserError
+from .runtime import tune_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
