@@ -18,6 +18,12 @@ from .engine import Bounder, normalize_method
 BETA_SKIP = 1e-5  # CROWN pass skipped below this mixing factor (as CROWN-IBP does)
 
 
+def other_classes(y: Tensor, num_classes: int) -> Tensor:
+    """Indices j ≠ y in increasing order for labels ``y`` (B): B×(K−1), int64, on y's device."""
+    j = torch.arange(num_classes - 1, device=y.device).unsqueeze(0)
+    return j + (j >= y.unsqueeze(1)).long()
+
+
 def margin_spec(y: Tensor, num_classes: int, dtype: torch.dtype = torch.float32,
                 device: Optional[torch.device] = None) -> Tensor:
     """Margin specification for labels ``y`` (B, int): B×(K−1)×K with rows ``e_y − e_j``, j ≠ y
@@ -32,9 +38,7 @@ def margin_spec(y: Tensor, num_classes: int, dtype: torch.dtype = torch.float32,
     device = y.device if device is None else device
     y = y.to(device)
     eye = torch.eye(K, dtype=dtype, device=device)
-    j = torch.arange(K - 1, device=device).unsqueeze(0)
-    others = j + (j >= y.unsqueeze(1)).long()  # B×(K−1), skips y
-    return eye[y].unsqueeze(1) - eye[others]
+    return eye[y].unsqueeze(1) - eye[other_classes(y, K)]
 
 
 def _check_labels(y: Tensor, bd: Bounder) -> None:
@@ -83,12 +87,6 @@ def _exp_chord(l: Tensor, u: Tensor) -> Tensor:
     return torch.where(small, torch.exp(u), torch.exp(u) * -torch.expm1(-d_safe) / d_safe)
 
 
-def _others(t: Tensor, y: Tensor) -> Tensor:
-    """The columns j ≠ y (ascending) of t (B×K) → B×(K−1)."""
-    j = torch.arange(t.shape[1] - 1, device=t.device).unsqueeze(0)
-    return t.gather(1, j + (j >= y.unsqueeze(1)).long())
-
-
 def robust_cross_entropy(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor,
                          method: str = "crown-ibp", fusion: bool = True, beta: float = 1.0, *,
                          x: Optional[Tensor] = None, return_margins: bool = False,
@@ -134,7 +132,7 @@ def robust_cross_entropy(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: 
     s_ibp = eu.sum(1)
     if method == "ibp" or beta < BETA_SKIP:
         ce = torch.log(s_ibp) + m
-        return (ce, _others(res[:, :K], y)) if return_margins else ce
+        return (ce, res[:, :K].gather(1, other_classes(y, K))) if return_margins else ce
     k = _exp_chord(torch.minimum(l, u) - m.unsqueeze(1), u - m.unsqueeze(1))  # B×K chord slopes
     # Σ_j k_j z_j = coef · f with coef = Σ_j k_j (e_j − e_y) = −k @ rows
     coef = -(k.unsqueeze(1) @ rows).squeeze(1)  # B×K
@@ -144,4 +142,4 @@ def robust_cross_entropy(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: 
     s_crown = torch.maximum(s_crown, torch.exp(-m))  # S ≥ exp(z_y − m) = exp(−m) always holds
     s = s_crown if beta >= 1.0 else beta * s_crown + (1.0 - beta) * s_ibp
     ce = torch.log(s) + m
-    return (ce, _others(res[:, :K], y)) if return_margins else ce
+    return (ce, res[:, :K].gather(1, other_classes(y, K))) if return_margins else ce

@@ -17,16 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..bounds.loss import other_classes
 from ..budgets import input_box
 
 
 def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Margins ``f_y − f_j`` for every j ≠ y, shape B×(K−1) (j ascending, y left out)."""
-    b, k = logits.shape
     true = logits.gather(1, y.view(-1, 1))
-    keep = torch.ones(b, k, dtype=torch.bool, device=logits.device)
-    keep[torch.arange(b, device=logits.device), y] = False
-    return (true - logits)[keep].view(b, k - 1)
+    return (true - logits).gather(1, other_classes(y, logits.shape[1]))
 
 
 def min_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
