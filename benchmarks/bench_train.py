@@ -23,6 +23,7 @@ from ctxbudget.data import get_dataset
 from ctxbudget.models import BudgetGenerator, get_model
 from ctxbudget.runtime import tune_allocator
 from ctxbudget.train.objective import Objective
+from ctxbudget.train.trainer import make_adam
 
 
 def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: float, method: str, fusion: bool,
@@ -31,7 +32,7 @@ def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: floa
 
     ``generator_only``: just ε(x) + backward + Adam on the generator (what learned budgets add
     to a step before any bound is computed)."""
-    opt = torch.optim.Adam(params, lr=5e-4)
+    opt = make_adam([{"params": params, "lr": 5e-4}])  # the trainer's optimizer
     g = torch.Generator().manual_seed(0)
 
     def step() -> float:
@@ -68,11 +69,14 @@ def main() -> None:
     shape, k = ds.info.input_shape, ds.info.num_classes
     steps_per_epoch = len(ds) // args.batch_size
     classifier = get_model(args.model, shape, k, ds.info.mean, ds.info.std)
-    learned = LearnedBudget(BudgetGenerator(shape), args.eps0, 0.5, 2.0)
+    learned = LearnedBudget(BudgetGenerator(shape), args.eps0, 0.5, 2.0, compute_dtype=torch.float32)
+    learned_bf16 = LearnedBudget(BudgetGenerator(shape), args.eps0, 0.5, 2.0, compute_dtype=torch.bfloat16)
     configs = [("natural", UniformBudget(0.0), 0.0, "ibp", True, 1.0, False),
-               ("(generator alone: ε(x) + backward + Adam)", learned, args.eps0, "ibp", True, 0.5, True),
+               ("(generator alone, float32: ε(x) + backward + Adam)", learned, args.eps0, "ibp", True, 0.5, True),
+               ("(generator alone, bf16 autocast)", learned_bf16, args.eps0, "ibp", True, 0.5, True),
                ("learned, IBP", learned, args.eps0, "ibp", True, 0.5, False),
-               ("learned, CROWN-IBP loss fusion", learned, args.eps0, "crown-ibp", True, 0.5, False),
+               ("learned, CROWN-IBP loss fusion (generator float32)", learned, args.eps0, "crown-ibp", True, 0.5, False),
+               ("learned, CROWN-IBP loss fusion (generator bf16)", learned_bf16, args.eps0, "crown-ibp", True, 0.5, False),
                ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5, False),
                ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0), args.eps0, "crown-ibp", True, 0.5, False)]
     steps = []

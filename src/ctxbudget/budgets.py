@@ -151,12 +151,17 @@ class LearnedBudget(BudgetModel):
 
     kind = "learned"
 
-    def __init__(self, generator: nn.Module, eps0: float, alpha_lo: float, alpha_hi: float) -> None:
+    def __init__(self, generator: nn.Module, eps0: float, alpha_lo: float, alpha_hi: float,
+                 compute_dtype: torch.dtype = torch.float32) -> None:
         validate_budget_params(eps0, alpha_lo, alpha_hi, allow_zero=True)
         super().__init__(eps0)
         self.generator = generator
         self.alpha_lo = float(alpha_lo)
         self.alpha_hi = float(alpha_hi)
+        if compute_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"compute_dtype must be torch.float32 or torch.bfloat16, got {compute_dtype}")
+        #: dtype of the generator's matrix products (bf16 autocast); the projection is always float64
+        self.compute_dtype = compute_dtype
 
     def limits(self) -> tuple[float, float]:
         return budget_limits(self.eps0, self.alpha_lo, self.alpha_hi)
@@ -164,7 +169,12 @@ class LearnedBudget(BudgetModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.eps0 == 0:
             return torch.zeros_like(x)
-        return project_budgets(self.generator(x), self.eps0, self.alpha_lo, self.alpha_hi)
+        low = self.compute_dtype == torch.bfloat16 and x.device.type in ("cpu", "cuda")
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low):
+            g = self.generator(x)
+        # the scores only choose the box: the projection (float64) and every bound stay full precision
+        return project_budgets(g.to(x.dtype), self.eps0, self.alpha_lo, self.alpha_hi)
 
     def describe(self) -> dict:
-        return {**super().describe(), "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi}
+        return {**super().describe(), "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi,
+                "generator_dtype": str(self.compute_dtype).replace("torch.", "")}

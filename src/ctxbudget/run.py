@@ -28,6 +28,7 @@ from .budgets import BudgetModel, LearnedBudget, UniformBudget
 from .config import RunConfig, config_from_dict, dump_config, read_yaml
 from .errors import UserError
 from .models import BudgetGenerator, get_model
+from .runtime import generator_dtype
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -119,11 +120,15 @@ def read_config(run_dir: Path) -> RunConfig:
 
 
 def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes: int,
-                 mean, std) -> tuple[nn.Sequential, BudgetModel]:
-    """The classifier and the threat model a config describes (fresh weights, ε0 = 0)."""
+                 mean, std, device: str | torch.device = "cpu") -> tuple[nn.Sequential, BudgetModel]:
+    """The classifier and the threat model a config describes (fresh weights, ε0 = 0).
+
+    ``device`` only decides ``budget.generator_precision: auto`` (bf16 where it is fast there)."""
     classifier = get_model(cfg.model.name, input_shape, num_classes, mean=mean, std=std)
     if cfg.budget.kind == "learned":
-        threat: BudgetModel = LearnedBudget(BudgetGenerator(input_shape), 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi)
+        dtype = generator_dtype(cfg.budget.generator_precision, device)
+        threat: BudgetModel = LearnedBudget(BudgetGenerator(input_shape), 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi,
+                                            compute_dtype=dtype)  # type: ignore[arg-type]
     else:
         threat = UniformBudget(0.0)
     return classifier, threat
@@ -195,7 +200,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
     state = load_checkpoint(path, map_location=device)
     info = get_info(cfg.data.name)
-    classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std)
+    classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std, device=device)
     classifier.load_state_dict(state["classifier"])
     if isinstance(threat, LearnedBudget):
         threat.generator.load_state_dict(state["generator"])

@@ -43,3 +43,51 @@ def tune_allocator() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, _LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, _LIMIT))
     return _tuned
+
+
+# ------------------------------------------------------------------ generator precision
+GENERATOR_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def fast_bf16(device: "str | object" = "cpu") -> bool:
+    """Whether ``device`` multiplies bf16 matrices natively (so bf16 autocast pays off).
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the AMX-BF16 or AVX-512 BF16 instruction sets
+    (``/proc/cpuinfo`` flags ``amx_bf16`` / ``avx512_bf16``; Linux only, elsewhere False). Without
+    them bf16 is emulated and slower than float32.
+    """
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type != "cpu":
+        return False
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def generator_dtype(precision: str, device: "str | object" = "cpu") -> "object":
+    """``torch.float32`` or ``torch.bfloat16`` for the budget generator's matrix products.
+
+    ``precision``: ``float32``, ``bfloat16``, or ``auto`` (bf16 where :func:`fast_bf16` holds).
+    Only the generator (which chooses the box) runs in bf16; bounds and the budget projection stay
+    in full precision, so certificates are unaffected.
+    """
+    import torch
+
+    if precision not in GENERATOR_PRECISIONS:
+        raise ValueError(f"generator precision must be one of {', '.join(GENERATOR_PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32

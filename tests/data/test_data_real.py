@@ -63,3 +63,26 @@ def test_sample_matches_idx_and_rebuilds_identically(real_root):
     rebuilt = sample_mod.build_sample_arrays(real_root, seed=0)
     for split in ("train", "test"):
         assert np.array_equal(rebuilt[f"{split}_indices"], sample_mod.sample_indices(split))
+
+
+def test_doubled_mnist_sample_follows_the_border():
+    base = get_dataset("mnist-sample", "test")
+    d = get_dataset("doubled-mnist-sample", "test", seed=0)
+    assert d.images.shape == (1000, 3, 32, 56) and d.info.input_shape == (3, 32, 56)
+    red = d.images[:, 0, 0, 0] == 1.0
+    green = d.images[:, 1, 0, 0] == 1.0
+    assert (red ^ green).all() and (d.images[:, 2, :4] == 0).all()
+    # left half is the base image (grey copied to RGB); red → left label, green → the partner's
+    assert torch.equal(d.images[:, :, 4:, :28], base.images.expand(-1, 3, -1, -1))
+    assert torch.equal(d.labels[red], base.labels[red])
+    right = d.images[green, 0, 4:, 28:]
+    partner = [int(torch.nonzero((base.images[:, 0] == r).flatten(1).all(1))[0]) for r in right[:20]]
+    assert torch.equal(d.labels[green][:20], base.labels[partner])
+    # the region mask covers the border and the attended half only
+    assert d.regions[red][:, 0, 4:, :28].all() and not d.regions[red][:, 0, 4:, 28:].any()
+    assert d.regions[green][:, 0, 4:, 28:].all() and not d.regions[green][:, 0, 4:, :28].any()
+
+
+def test_real_doubled_mnist(real_root):
+    d = get_dataset("doubled-mnist", "train", root=real_root)
+    assert d.images.shape == (60000, 3, 32, 56) and int(d.labels.max()) == 9

@@ -2,7 +2,7 @@
 
 Registered names: ``mnist``, ``mnist-sample`` (embedded, offline), ``cifar10``, ``organamnist``,
 ``watermarked-mnist``, ``watermarked-mnist-sample`` (built on ``mnist-sample``),
-``doubled-cifar10``. Data files live under the data root (see
+``doubled-cifar10``, ``doubled-mnist`` (the same construction on MNIST digits, 3×32×56) and ``doubled-mnist-sample``. Data files live under the data root (see
 :func:`ctxbudget.data.resolve_data_root`) in one folder per source set: ``mnist/``,
 ``cifar10/cifar-10-batches-py/``, ``organamnist/organamnist.npz``.
 """
@@ -68,6 +68,15 @@ def _doubled_load(root: Optional[PathLike], split: str, download: bool, seed: in
     return synthetic.doubled(to_float_images(x), to_labels(y), seed=split_seed(seed, split))
 
 
+def _doubled_grey(base: Loader) -> Loader:
+    """Doubled construction on a grey 28×28 base set (the grey value copied to R, G and B)."""
+    def load(root: Optional[PathLike], split: str, download: bool, seed: int) -> Loaded:
+        x, y, _ = base(root, split, download, seed)
+        return synthetic.doubled(x.expand(-1, 3, -1, -1), y, seed=split_seed(seed, split))
+
+    return load
+
+
 def _sample_files(root: Optional[PathLike], split: str) -> list[Path]:
     return [sample.SAMPLE_PATH]
 
@@ -109,6 +118,14 @@ register("doubled-cifar10", DatasetSpec(
     DatasetInfo("doubled-cifar10", 10, (3, 36, 64), list(cifar.CLASSES), **_CIFAR_STATS), ("train", "test"),
     _doubled_load, cifar.file_paths,
     "two CIFAR-10 images side by side under a red (left label) / green (right label) border"))
+
+register("doubled-mnist", DatasetSpec(
+    DatasetInfo("doubled-mnist", 10, (3, 32, 56), _MNIST_CLASSES, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+    ("train", "test"), _doubled_grey(_plain(mnist.load_mnist_arrays)), mnist.file_paths,
+    "two MNIST digits (grey as RGB) side by side under a red (left label) / green (right label) border"))
+register("doubled-mnist-sample", DatasetSpec(
+    DatasetInfo("doubled-mnist-sample", 10, (3, 32, 56), _MNIST_CLASSES, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+    ("train", "test"), _doubled_grey(_sample_load), _sample_files, "doubled-mnist built on mnist-sample (offline)"))
 
 
 def dataset_names() -> list[str]:

@@ -15,7 +15,8 @@ import torch
 
 from ..errors import UserError
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
-from .report import format_results_table, report
+from .contextuality import budget_contextuality
+from .report import format_contextuality, format_results_table, report
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -77,6 +78,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                            liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
                            seed=args.seed, progress=False if args.no_progress else None)
     print(format_results_table(results))
+    if "contextuality" in results:
+        print(format_contextuality(results["contextuality"]))
     print(f"wrote {Path(args.run_dir) / 'results.json'} and {Path(args.run_dir) / 'per_example.npz'}")
     return 0
 
@@ -143,14 +146,18 @@ def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | Non
         paths += viz.save_figure(viz.training_curves(metrics), out / "training_curves")
     m = min(max(stats_limit, 1), n)
     with torch.no_grad():
-        all_eps = torch.cat([run.budgets(ds.images[i:i + 256]) for i in range(0, m, 256)])
+        all_eps = torch.cat([run.budgets(ds.images[i:min(i + 256, m)]) for i in range(0, m, 256)])
     paths += viz.save_figure(viz.budget_histogram(all_eps, run.eps0, lower, upper), out / "budget_hist")
     flat = all_eps.flatten().double()
     stats: dict = {"dataset": run.dataset, "split": split, "kind": run.kind, "n": m, "eps0": run.eps0,
                    "lower": lower, "upper": upper, "mean": float(flat.mean()), "min": float(flat.min()),
                    "max": float(flat.max()), "geo_mean": float(flat.clamp_min(1e-300).log().mean().exp())}
-    if getattr(ds, "regions", None) is not None:
-        stats["regions"] = viz.region_budget_stats(all_eps, ds.regions[:m], run.eps0)
+    regions = getattr(ds, "regions", None)
+    if regions is not None:
+        stats["regions"] = viz.region_budget_stats(all_eps, regions[:m], run.eps0)
+    if m >= 2:
+        stats["contextuality"] = budget_contextuality(run.budgets, ds.images[:m], dataset_name=run.dataset,
+                                                      regions=None if regions is None else regions[:m])
     out.mkdir(parents=True, exist_ok=True)
     (out / "budget_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return {"paths": [str(p) for p in paths] + [str(out / "budget_stats.json")], "stats": stats}
@@ -170,6 +177,8 @@ def run_visualize(args: argparse.Namespace) -> int:
         r = s["regions"]
         print(f"mean budget inside the label region {r['mean_inside']:.4g} vs outside {r['mean_outside']:.4g} "
               f"(ratio {r['ratio_inside_outside']:.3g})")
+    if "contextuality" in s:
+        print(format_contextuality(s["contextuality"]))
     for p in res["paths"]:
         print(f"wrote {p}")
     return 0

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..budgets import UniformBudget, input_box, log_volume
 from ..errors import SoundnessError, UserError
 from .attack import pgd_attack
+from .contextuality import budget_contextuality
 from .liu2019 import METHODS, BoundFn, liu_max_volume, margin_lower_bounds
 
 DEFAULT_METHODS = ("ibp", "crown-ibp")
@@ -233,17 +234,22 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     ``limit`` examples, calls :func:`evaluate_model` with ``kwargs`` and, if ``write``, saves
     ``RUN_DIR/results.json`` and ``RUN_DIR/per_example.npz`` (arrays named as in the records).
     """
+    regions = None
     if images is None or labels is None:
         ds = load_split(run, split, data_dir)
-        images, labels = ds.images, ds.labels
+        images, labels, regions = ds.images, ds.labels, getattr(ds, "regions", None)
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
+        regions = regions[:limit] if regions is not None else None
     results, rec = evaluate_model(run.classifier, run.threat, images, labels, return_records=True, **kwargs)
     results = {"run_dir": str(run.run_dir), "dataset": run.dataset, "split": split,
                "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": getattr(run, "alpha_lo", None),
                             "alpha_hi": getattr(run, "alpha_hi", None)}, **results}
+    if len(images) >= 2:
+        results["contextuality"] = budget_contextuality(run.budgets, images, dataset_name=run.dataset,
+                                                        regions=regions)
     if write:
         out = Path(run.run_dir)
         tmp = out / "results.json.tmp"

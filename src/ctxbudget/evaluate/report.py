@@ -51,6 +51,44 @@ def format_results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+_REGION_NAMES = {"stroke_vs_background": ("stroke", "background"),
+                 "watermark_vs_elsewhere": ("lit watermark", "outside the watermark box"),
+                 "attended_vs_ignored": ("attended half", "ignored half")}
+
+
+def format_contextuality(ctx: dict) -> str:
+    """One line per statistic of ``evaluate.contextuality.budget_contextuality`` for the console."""
+    lines = [f"contextuality over {ctx['n']} images: input-dependent share of log-budget variance "
+             f"{100 * ctx['input_dependent_share']:.1f}%"]
+    for key, (a, b) in _REGION_NAMES.items():
+        r = ctx.get(key)
+        if r and r.get("mean") is not None and r.get("mean_other") is not None:
+            lines.append(f"  mean budget on {a} {r['mean']:.4g} vs {b} {r['mean_other']:.4g} (ratio {r['ratio']:.3g})")
+    return "\n".join(lines)
+
+
+def contextuality_table(results: Sequence[dict], names: Sequence[str]) -> str:
+    """Markdown table of the contextuality statistics of the runs that have them ('' if none)."""
+    rows = []
+    for name, r in zip(names, results):
+        ctx = r.get("contextuality")
+        if not ctx or r.get("training", {}).get("kind") == "uniform":
+            continue
+        cells = [name, f"{100 * ctx['input_dependent_share']:.1f}"]
+        for key in _REGION_NAMES:
+            reg = ctx.get(key)
+            cells.append("–" if not reg or reg.get("ratio") is None
+                         else f"{reg['mean']:.3g} / {reg['mean_other']:.3g} (×{reg['ratio']:.2f})")
+        rows.append(cells)
+    if not rows:
+        return ""
+    head = ["run", "input-dependent share of log-ε variance (%)", "mean ε stroke / background",
+            "mean ε lit watermark / outside box", "mean ε attended / ignored half"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    out += ["| " + " | ".join(c) + " |" for c in rows]
+    return "\n".join(out) + "\n"
+
+
 def load_results(run_dir: str | Path) -> dict:
     """Read ``RUN_DIR/results.json``; UserError if the directory or the file is missing/corrupt."""
     run_dir = Path(run_dir)
@@ -98,4 +136,7 @@ def report(run_dirs: Sequence[str | Path]) -> str:
     if not run_dirs:
         raise UserError("give at least one run directory")
     results = [load_results(d) for d in run_dirs]
-    return markdown_table(results, names=[Path(d).name for d in run_dirs])
+    names = [Path(d).name for d in run_dirs]
+    text = markdown_table(results, names=names)
+    ctx = contextuality_table(results, names)
+    return text + ("\nContextuality of the learned budgets (test images):\n\n" + ctx if ctx else "")

@@ -1,0 +1,80 @@
+"""Contextuality statistics of budget maps (ctxbudget.evaluate.contextuality)."""
+import math
+
+import pytest
+import torch
+
+from ctxbudget.evaluate.contextuality import budget_contextuality, input_dependent_share, region_masks
+
+
+def test_share_is_zero_for_one_fixed_map_and_one_for_zero_mean_maps():
+    fixed = torch.randn(1, 1, 5, 5).expand(7, 1, 5, 5)
+    assert input_dependent_share(fixed) == pytest.approx(0.0, abs=1e-12)
+    per_image = torch.randn(8, 1, 5, 5)
+    per_image = per_image - per_image.mean(dim=0, keepdim=True)   # per-dimension mean is 0 everywhere
+    assert input_dependent_share(per_image) == pytest.approx(1.0)
+
+
+def test_share_matches_the_formula_on_a_mixture():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 30, generator=g) * 3
+    noise = torch.randn(50, 30, generator=g)
+    L = base + noise
+    expected = ((L - L.mean(0)) ** 2).sum() / ((L - L.mean()) ** 2).sum()
+    assert input_dependent_share(L) == pytest.approx(float(expected))
+    assert 0.0 < input_dependent_share(L) < 0.5                     # mostly the fixed map
+
+
+def test_share_of_constant_budgets_is_zero_and_bad_input_is_rejected():
+    assert input_dependent_share(torch.full((4, 10), math.log(0.3))) == 0.0
+    with pytest.raises(ValueError, match="at least 2"):
+        input_dependent_share(torch.zeros(1, 10))
+    with pytest.raises(ValueError, match="finite"):
+        input_dependent_share(torch.tensor([[0.0, -math.inf], [0.0, 0.0]]))
+
+
+def test_watermark_and_stroke_statistics_follow_the_masks():
+    n = 6
+    images = torch.zeros(n, 1, 28, 28)
+    images[:, :, 10:18, 10:18] = 1.0                                 # "stroke"
+    regions = torch.zeros(n, 1, 28, 28, dtype=torch.bool)
+    regions[:, :, 0:8, 0:8] = True                                   # watermark box
+    images[:, :, 2:6, 2:6] = 0.3                                     # lit mark pixels inside the box
+
+    def budgets(x):                                                  # small on lit mark, large on stroke
+        eps = torch.full_like(x, 0.4)
+        eps[:, :, 2:6, 2:6] = 0.1
+        eps[:, :, 10:18, 10:18] = 0.8
+        return eps
+
+    ctx = budget_contextuality(budgets, images, dataset_name="watermarked-mnist", regions=regions)
+    wm = ctx["watermark_vs_elsewhere"]
+    assert wm["mean"] == pytest.approx(0.1) and wm["count"] == n * 16
+    outside = (28 * 28 - 64 - 64) * 0.4 + 64 * 0.8                   # every pixel outside the 8×8 box
+    assert wm["mean_other"] == pytest.approx(outside / (28 * 28 - 64))
+    st = ctx["stroke_vs_background"]
+    assert st["mean"] == pytest.approx(0.8)
+    assert ctx["input_dependent_share"] == pytest.approx(0.0, abs=1e-9)  # same map for every image
+
+
+def test_doubled_regions_leave_the_border_out():
+    images = torch.rand(3, 3, 36, 64)
+    regions = torch.zeros(3, 1, 36, 64, dtype=torch.bool)
+    regions[:, :, :4, :] = True
+    regions[:, :, 4:, :32] = True
+    masks = region_masks("doubled-mnist", images, regions)
+    attended, ignored = masks["attended_vs_ignored"]
+    assert int(attended[0].sum()) == 3 * 32 * 32 and int(ignored[0].sum()) == 3 * 32 * 32
+    assert not attended[:, :, :4].any() and not ignored[:, :, :4].any()
+
+
+def test_batches_do_not_run_past_the_end():
+    images = torch.rand(300, 1, 4, 4)
+    seen = []
+
+    def budgets(x):
+        seen.append(len(x))
+        return torch.full_like(x, 0.2)
+
+    ctx = budget_contextuality(budgets, images, batch_size=256)
+    assert seen == [256, 44] and ctx["n"] == 300

@@ -1,0 +1,84 @@
+"""``ctxbudget reproduce`` on a tiny schedule: plan, train, resume, evaluate, tables."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ctxbudget.cli import main
+from ctxbudget.errors import UserError
+from ctxbudget.reproduce import EXPERIMENTS, plan_experiment, run_experiment
+from ctxbudget.train.trainer import Trainer
+
+TINY = ["data.train_limit=64", "data.test_limit=24", "optim.batch_size=32", "optim.epochs=2", "schedule.start=2",
+        "schedule.length=1", "optim.lr_milestones=[]", "num_threads=1", "eval.batch_size=24"]
+ROWS = ["uniform-0.4", "learned-0.4"]
+
+
+def test_every_experiment_names_existing_configs_and_the_papers_numbers():
+    from ctxbudget.config import load_config
+    from ctxbudget.reproduce.runner import config_path
+
+    for exp in EXPERIMENTS.values():
+        for row in exp.rows:
+            cfg = load_config(config_path(row.config))
+            assert cfg.data.name == exp.dataset
+            assert ("uniform" in row.name) == (cfg.budget.kind == "uniform")
+    assert EXPERIMENTS["table1"].rows[1].paper == {"clean": 1.41, "liu2019": 7.97, "uniform": 58.10, "learned": 7.81}
+
+
+def test_dry_run_lists_commands_and_unavailable_rows(tmp_path, capsys):
+    assert main(["reproduce", "table2", "--out", str(tmp_path), "--data-dir", str(tmp_path / "nodata"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("unavailable") == 4 and "cifar10 is not on this machine" in out
+    assert not (tmp_path / "table2").exists()                         # nothing ran
+
+
+def test_unknown_names_are_one_line_errors(tmp_path, capsys):
+    assert main(["reproduce", "table9", "--out", str(tmp_path)]) == 2
+    assert "unknown experiment 'table9'" in capsys.readouterr().err
+    assert main(["reproduce", "table1", "--rows", "learned-0.9", "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "unknown row(s) learned-0.9" in capsys.readouterr().err
+
+
+def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp_path, monkeypatch, capsys):
+    kw = dict(schedule="cpu", overrides=TINY, data_dir=str(real_root), rows=ROWS, eval_limit=24, liu_limit=2,
+              log=lambda s: None)
+    # interrupt the first row after its first epoch (as Ctrl-C would)
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("table1", tmp_path, **kw)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    _, plans = plan_experiment("table1", tmp_path, **{k: v for k, v in kw.items() if k not in ("eval_limit", "liu_limit", "log")})
+    assert [p.status for p in plans] == ["resume", "train"]
+
+    md = run_experiment("table1", tmp_path, **kw)
+    text = md.read_text()
+    for row in ROWS:
+        run_dir = tmp_path / "table1" / row
+        assert (run_dir / "results.json").is_file() and (run_dir / "figures" / "budget_maps.png").is_file()
+        epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 1, 2, 2]                                # resumed run: no epoch lost or repeated
+    assert "resuming" in (tmp_path / "table1" / "uniform-0.4" / "train.log").read_text()
+    assert "/ 1.41 |" in text and "/ 7.81 |" in text                  # the paper's numbers beside ours
+    assert "| 24 (2) |" in text                                       # n per column
+    assert "Contextuality" in text and "learned-0.4" in text
+    summary = json.loads((tmp_path / "table1.json").read_text())
+    learned = [r for r in summary["rows"] if r["row"] == "learned-0.4"][0]
+    assert 0.0 <= learned["ours"]["clean"] <= 1.0 and learned["contextuality"]["n"] == 24
+    assert learned["soundness_violations"] == 0
+
+    # nothing left to do: a second call trains nothing
+    _, plans = plan_experiment("table1", tmp_path, schedule="cpu", overrides=TINY, data_dir=str(real_root), rows=ROWS)
+    assert [p.status for p in plans] == ["done", "done"]
+    # a different config for the same folder is refused, never mixed in
+    with pytest.raises(UserError, match="another config"):
+        plan_experiment("table1", tmp_path, schedule="cpu", overrides=TINY + ["budget.alpha_hi=3.0"],
+                        data_dir=str(real_root), rows=ROWS)
