@@ -67,3 +67,25 @@ def test_visualize_run_with_regions(tmp_path):
     stats = json.loads((tmp_path / "fig" / "budget_stats.json").read_text())
     assert stats["regions"]["count_inside"] == 6 * 16 and stats["lower"] == pytest.approx(0.05)
     assert stats["min"] >= 0.05 - 1e-6 and stats["max"] <= 0.2 + 1e-6
+
+
+def test_visualize_stats_limit_not_a_multiple_of_the_batch(tmp_path):
+    """Regression: budgets for the statistics were computed in batches of 256 that ran past
+    ``stats_limit`` (1024 budgets for 1000 regions → broadcast error on Watermarked MNIST)."""
+    torch.manual_seed(0)
+    shape = (1, 8, 8)
+    threat = LearnedBudget(BudgetGenerator(shape), 0.1, 0.5, 2.0).eval()
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    n = 300
+    regions = torch.zeros(n, 1, 8, 8, dtype=torch.bool)
+    regions[:, :, :2, :2] = True
+    ds = SimpleNamespace(images=torch.rand(n, *shape), labels=torch.arange(n) % 3, regions=regions,
+                         info=SimpleNamespace(classes=["a", "b", "c"]))
+    run = SimpleNamespace(dataset="watermarked-toy", kind="learned", eps0=0.1, classifier=classifier, budgets=threat,
+                          limits=threat.limits, metrics=lambda: [])
+    res = visualize_run(run, tmp_path / "fig", num=2, dataset=ds, stats_limit=280)
+    stats = res["stats"]
+    assert stats["n"] == 280 and stats["regions"]["count_inside"] == 280 * 4
+    ctx = stats["contextuality"]
+    assert ctx["n"] == 280 and 0.0 <= ctx["input_dependent_share"] <= 1.0
+    assert ctx["watermark_vs_elsewhere"]["count_other"] == 280 * 60
