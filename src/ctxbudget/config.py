@@ -43,6 +43,7 @@ class BudgetConfig:
     alpha_lo: float = 0.5                 # lower limit l = α_lo·ε0
     alpha_hi: float = 2.0                 # upper limit u = min(α_hi·ε0, 1)
     train_eps_factor: float = 1.0         # train at factor·ε0 (CROWN-IBP CIFAR: 1.1), evaluate at ε0
+    generator: str = "dense"              # dense (the paper: Linear head over the whole image) | conv (local)
     generator_precision: str = "auto"     # auto | float32 | bfloat16: the generator's matmuls (auto: bf16
                                           # where the hardware has fast bf16); bounds stay full precision
 
@@ -113,7 +114,10 @@ class RunConfig:
             raise UserError(f"budget: {exc}") from None
         if not 0 < b.train_eps_factor or b.eps0 * b.train_eps_factor > 1:
             raise UserError(f"budget.train_eps_factor must be > 0 with eps0·factor ≤ 1, got {b.train_eps_factor}")
+        from .models.generator import HEADS
         from .runtime import GENERATOR_PRECISIONS
+        if b.generator not in HEADS:
+            raise UserError(f"budget.generator must be one of {', '.join(HEADS)}, got {b.generator!r}")
         if b.generator_precision not in GENERATOR_PRECISIONS:
             raise UserError(f"budget.generator_precision must be one of {', '.join(GENERATOR_PRECISIONS)}, "
                             f"got {b.generator_precision!r}")
