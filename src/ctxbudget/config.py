@@ -132,6 +132,12 @@ class RunConfig:
             raise UserError(f"eval.method must be ibp, crown-ibp or crown, got {self.eval.method!r}")
         if self.eval.every < 1:
             raise UserError("eval.every must be ≥ 1")
+        for key in ("train_limit", "test_limit"):
+            limit = getattr(self.data, key)
+            if limit is not None and limit < 1:
+                raise UserError(f"data.{key} must be ≥ 1 (or null for the whole split), got {limit}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise UserError(f"num_threads must be ≥ 1 (or null for torch's default), got {self.num_threads}")
         if self.model.init not in ("default", "ibp"):
             raise UserError(f"model.init must be 'default' or 'ibp', got {self.model.init!r}")
         return self
