@@ -32,6 +32,10 @@ def _one_line(capsys, needle):
     ("data.train_limit=0", "data.train_limit"), ("data.train_limit=-5", "data.train_limit"),
     ("data.test_limit=0", "data.test_limit"), ("data.test_limit=-5", "data.test_limit"),
     ("num_threads=-1", "num_threads"), ("num_threads=0", "num_threads"),
+    # tried beyond the issue's list: accepted before, then a cryptic error, a traceback or a silent ascent
+    ("eval.batch_size=0", "eval.batch_size"), ("optim.lr_decay=-1", "optim.lr_decay"),
+    ("optim.weight_decay=-1", "optim.weight_decay"), ("optim.generator_lr=-1", "optim.generator_lr"),
+    ("optim.grad_clip=.nan", "optim.grad_clip"), ("optim.lr_decay=.nan", "optim.lr_decay"),
 ])
 def test_bad_config_values(setting, needle, capsys):
     assert main(["train", "--set", setting, "--print-config"]) == 2
@@ -176,3 +180,10 @@ def test_objective_passes_the_clean_batch_to_train_mode_batchnorm():
     lo, hi = input_box(x, torch.full_like(x, 0.2))
     expect = robust_cross_entropy(net, lo, hi, y, method="ibp", beta=0.0, x=x).mean()
     assert torch.allclose(loss, expect)
+
+
+def test_input_box_rejects_images_outside_the_unit_range():
+    """Tried beyond the issue's list: 0..255 images gave a box clipped to [0, 1] far from x."""
+    x = torch.rand(2, 1, 4, 4) * 255
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        input_box(x, torch.full_like(x, 0.1))

@@ -84,10 +84,14 @@ def log_volume(eps: torch.Tensor) -> torch.Tensor:
 
 
 def input_box(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The box ``[max(x − ε, 0), min(x + ε, 1)]`` (both B×C×H×W, pixel units)."""
+    """The box ``[max(x − ε, 0), min(x + ε, 1)]`` (both B×C×H×W, pixel units).
+
+    ValueError for NaN/inf in x or ε, x outside [0, 1], or a negative ε (an inverted box)."""
     if x.shape != eps.shape:
         raise ValueError(f"x and eps must have the same shape, got {tuple(x.shape)} and {tuple(eps.shape)}")
-    check_finite("the images x", x)
+    x_min, x_max = check_finite("the images x", x)
+    if x_min < 0 or x_max > 1:
+        raise ValueError(f"the images x must lie in [0, 1] (pixel units), got values in [{x_min:g}, {x_max:g}]")
     if check_finite("the budgets eps", eps)[0] < 0:
         raise ValueError(f"the budgets eps must be ≥ 0, got a negative value ({float(eps.min()):g})")
     return clip01(x - eps), clip01(x + eps)
