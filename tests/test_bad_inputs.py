@@ -187,3 +187,17 @@ def test_input_box_rejects_images_outside_the_unit_range():
     x = torch.rand(2, 1, 4, 4) * 255
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         input_box(x, torch.full_like(x, 0.1))
+
+
+def test_resume_cannot_shrink_below_the_epochs_done(finished_run, capsys):
+    """Tried beyond the issue's list: --set optim.epochs=1 on a 2-epoch run said "already finished"
+    and rewrote config.yaml to 1 epoch."""
+    before = (finished_run / "config.yaml").read_text()
+    assert main(["train", "--resume", str(finished_run), "--set", "optim.epochs=1", "--no-progress"]) == 2
+    _one_line(capsys, "optim.epochs")
+    assert (finished_run / "config.yaml").read_text() == before
+
+
+def test_visualize_stats_limit_must_be_positive(finished_run, capsys):
+    assert main(["visualize", str(finished_run), "--stats-limit", "-1"]) == 2
+    _one_line(capsys, "--stats-limit")

@@ -331,6 +331,8 @@ def resume(run_dir: str | Path, overrides: dict | None = None, device: str | Non
     last = run_dir / rundir.LAST
     if last.is_file():
         trainer.load_state(rundir.load_checkpoint(last, map_location=trainer.device))
+    if trainer.epoch > cfg.optim.epochs:
+        raise UserError(f"optim.epochs={cfg.optim.epochs} is less than the {trainer.epoch} epochs already trained")
     if trainer.dist.is_main:
         rundir.remove_stale_temp_files(run_dir)
         rundir.truncate_metrics(run_dir, trainer.epoch)
