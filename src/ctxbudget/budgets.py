@@ -56,6 +56,7 @@ def project_budgets(g: torch.Tensor, eps0: float, alpha_lo: float, alpha_hi: flo
     validate_budget_params(eps0, alpha_lo, alpha_hi, allow_zero=True)
     if g.dim() < 2:
         raise ValueError(f"g must be batched (B×…), got shape {tuple(g.shape)}")
+    check_finite("the generator scores g", g)
     if eps0 == 0:
         return torch.zeros_like(g)
     lo, hi = budget_limits(eps0, alpha_lo, alpha_hi)
@@ -83,10 +84,29 @@ def log_volume(eps: torch.Tensor) -> torch.Tensor:
 
 
 def input_box(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The box ``[max(x − ε, 0), min(x + ε, 1)]`` (both B×C×H×W, pixel units)."""
+    """The box ``[max(x − ε, 0), min(x + ε, 1)]`` (both B×C×H×W, pixel units).
+
+    ValueError for NaN/inf in x or ε, x outside [0, 1], or a negative ε (an inverted box)."""
     if x.shape != eps.shape:
         raise ValueError(f"x and eps must have the same shape, got {tuple(x.shape)} and {tuple(eps.shape)}")
+    x_min, x_max = check_finite("the images x", x)
+    if x_min < 0 or x_max > 1:
+        raise ValueError(f"the images x must lie in [0, 1] (pixel units), got values in [{x_min:g}, {x_max:g}]")
+    if check_finite("the budgets eps", eps)[0] < 0:
+        raise ValueError(f"the budgets eps must be ≥ 0, got a negative value ({float(eps.min()):g})")
     return clip01(x - eps), clip01(x + eps)
+
+
+def check_finite(name: str, t: torch.Tensor) -> tuple[float, float]:
+    """Raise ``ValueError`` if ``t`` holds NaN or ±inf; return its (min, max) (one device sync)."""
+    if t.numel() == 0:
+        return 0.0, 0.0
+    with torch.no_grad():
+        lo, hi = torch.aminmax(t.detach())
+        lo_v, hi_v = torch.stack([lo, hi]).tolist()
+    if not (math.isfinite(lo_v) and math.isfinite(hi_v)):
+        raise ValueError(f"{name} must be finite, found NaN or inf")
+    return lo_v, hi_v
 
 
 class _Clip01(torch.autograd.Function):
@@ -167,6 +187,7 @@ class LearnedBudget(BudgetModel):
         return budget_limits(self.eps0, self.alpha_lo, self.alpha_hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_finite("the images x", x)
         if self.eps0 == 0:
             return torch.zeros_like(x)
         low = self.compute_dtype == torch.bfloat16 and x.device.type in ("cpu", "cuda")

@@ -136,12 +136,26 @@ class RunConfig:
             raise UserError("optim.epochs and optim.batch_size must be ≥ 1")
         if not (o.lr > 0 and math.isfinite(o.lr)):
             raise UserError(f"optim.lr must be positive, got {o.lr}")
-        if o.grad_clip is not None and o.grad_clip <= 0:
+        if o.grad_clip is not None and not (o.grad_clip > 0 and math.isfinite(o.grad_clip)):
             raise UserError(f"optim.grad_clip must be positive or null, got {o.grad_clip}")
+        if o.generator_lr is not None and not (o.generator_lr > 0 and math.isfinite(o.generator_lr)):
+            raise UserError(f"optim.generator_lr must be positive or null, got {o.generator_lr}")
+        if not (0 < o.lr_decay and math.isfinite(o.lr_decay)):
+            raise UserError(f"optim.lr_decay must be a positive factor, got {o.lr_decay}")
+        if not (0 <= o.weight_decay and math.isfinite(o.weight_decay)):
+            raise UserError(f"optim.weight_decay must be ≥ 0, got {o.weight_decay}")
+        if self.eval.batch_size < 1:
+            raise UserError(f"eval.batch_size must be ≥ 1, got {self.eval.batch_size}")
         if self.eval.method not in ("ibp", "crown-ibp", "crown"):
             raise UserError(f"eval.method must be ibp, crown-ibp or crown, got {self.eval.method!r}")
         if self.eval.every < 1:
             raise UserError("eval.every must be ≥ 1")
+        for key in ("train_limit", "test_limit"):
+            limit = getattr(self.data, key)
+            if limit is not None and limit < 1:
+                raise UserError(f"data.{key} must be ≥ 1 (or null for the whole split), got {limit}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise UserError(f"num_threads must be ≥ 1 (or null for torch's default), got {self.num_threads}")
         if self.model.init not in ("default", "ibp"):
             raise UserError(f"model.init must be 'default' or 'ibp', got {self.model.init!r}")
         return self

@@ -38,10 +38,19 @@ BEST = "checkpoints/best.pt"
 FINAL = "final.pt"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through ``.NAME.*.tmp`` beside it (fsync, rename), with the mode an
+    ordinary ``open()`` would give (0666 minus the umask; ``mkstemp`` alone gives 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -51,6 +60,52 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete ``.NAME.*.tmp`` files that a write killed half-way left in the run directory and its
+    ``checkpoints/`` (only one process writes a run, so none of them is in use). Returns them."""
+    gone = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                if p.is_file():
+                    p.unlink()
+                    gone.append(p)
+    return gone
+
+
+#: settings that may change when a run is resumed; anything else would change what was trained.
+RESUMABLE_KEYS = ("optim.epochs", "optim.lr_milestones", "optim.lr_decay", "eval.method", "eval.every",
+                  "eval.batch_size", "data.root", "data.download", "num_threads", "device", "deterministic",
+                  "description")
+
+
+def check_resume_overrides(overrides: dict, current: dict) -> None:
+    """UserError naming the first key of ``overrides`` (nested dict) outside :data:`RESUMABLE_KEYS`
+    whose value differs from the run's ``current`` config (nested dict)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out: dict = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    now = flat(current)
+    for key, value in flat(overrides).items():
+        if key not in RESUMABLE_KEYS and (key not in now or now[key] != value):
+            raise UserError(f"cannot change {key} of an existing run (it was trained with {now.get(key)!r}); "
+                            f"start a new run with --out, or change only {', '.join(RESUMABLE_KEYS)}")
+
+
+def load_weights(module: nn.Module, state: dict, path: Path, cfg: RunConfig) -> None:
+    """``module.load_state_dict(state)``; a one-line UserError when the checkpoint does not fit the config."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2])[:200]
+        raise UserError(f"checkpoint {path} does not match the run's config.yaml (model.name {cfg.model.name!r}, "
+                        f"budget.kind {cfg.budget.kind!r}, data.name {cfg.data.name!r}): {detail}") from None
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -201,9 +256,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     state = load_checkpoint(path, map_location=device)
     info = get_info(cfg.data.name)
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std, device=device)
-    classifier.load_state_dict(state["classifier"])
+    load_weights(classifier, state["classifier"], path, cfg)
     if isinstance(threat, LearnedBudget):
-        threat.generator.load_state_dict(state["generator"])
+        if state.get("generator") is None:
+            raise UserError(f"checkpoint {path} has no generator weights but config.yaml asks for learned budgets")
+        load_weights(threat.generator, state["generator"], path, cfg)
     threat.eps0 = cfg.budget.eps0
     classifier.to(device).eval()
     threat.to(device).eval()

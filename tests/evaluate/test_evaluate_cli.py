@@ -46,3 +46,17 @@ def test_user_errors_exit_2(run_dir, tmp_path, capsys):
     assert main(["visualize", str(run_dir), "--indices", "99999"]) == 2
     assert main(["report", str(tmp_path)]) == 2
     assert "ctxbudget evaluate" in capsys.readouterr().err
+
+
+def test_results_name_the_checkpoint_and_epoch(run_dir, capsys):
+    """Issue 12 item 5: with no final.pt the last checkpoint is evaluated, and results say so."""
+    from ctxbudget.run import LAST, atomic_torch_save
+
+    state = __import__("torch").load(run_dir / "final.pt", weights_only=False)
+    (run_dir / "final.pt").unlink()
+    atomic_torch_save({**state, "epoch": 2, "step": 20}, run_dir / LAST)
+    assert main(["evaluate", str(run_dir), "--limit", "4", "--liu-limit", "0", "--attack-steps", "2",
+                 "--no-progress"]) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["checkpoint"] == {"file": "checkpoints/last.pt", "epoch": 2, "step": 20}
+    assert "checkpoint: checkpoints/last.pt, epoch 2" in capsys.readouterr().out

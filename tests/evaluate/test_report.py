@@ -31,8 +31,8 @@ def test_markdown_from_two_runs(tmp_path):
     text = report([a, b])
     lines = text.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| target ε0 | training | clean")
-    assert lines[2] == "| 0.4 | uniform 0.4 | 2.17 | 5.88 | 12.06 | 100.00 | uniform |"
-    assert lines[3] == "| 0.4 | learned 0.4 | 1.41 | 7.97 | 58.10 | 7.81 | learned |"
+    assert lines[2] == "| 0.4 | uniform 0.4 | 2.17 | 5.88 | 12.06 | 100.00 | 100 (Liu et al.: first 50) | – | uniform |"
+    assert lines[3] == "| 0.4 | learned 0.4 | 1.41 | 7.97 | 58.10 | 7.81 | 100 (Liu et al.: first 50) | – | learned |"
 
 
 def test_missing_results_and_dirs(tmp_path):
@@ -45,7 +45,7 @@ def test_missing_results_and_dirs(tmp_path):
 
 def test_liu_missing_and_cifar_eps():
     res = fake_results("learned", 8 / 255, 0.5, None, 0.9, 0.6)
-    assert "| 8/255 | learned 8/255 | 50.00 | – | 90.00 | 60.00 |" in markdown_table([res])
+    assert "| 8/255 | learned 8/255 | 50.00 | – | 90.00 | 60.00 | 100 |" in markdown_table([res])
     assert format_eps(0.4) == "0.4" and format_eps(16 / 255) == "16/255"
     table = format_results_table(fake_results("learned", 0.4, 0.1, 0.2, 0.3, 0.25))
     assert "verified (ibp)" in table and "soundness violations: 0" in table
@@ -69,3 +69,14 @@ def test_cli_parsers_and_report_command(tmp_path, capsys):
     with pytest.raises(UserError, match="unknown bound method"):
         args = parser.parse_args(["evaluate", str(a), "--bounds", "deep"])
         args.func(args)
+
+
+def test_table_names_example_counts_and_checkpoint(tmp_path):
+    """Issue 12 item 5: the Liu column covers fewer examples than the others; say so, and name the
+    checkpoint and epoch evaluated."""
+    res = {**fake_results("learned", 0.3, 0.1, 0.5, 0.7667, 0.3), "n": 60, "n_liu2019": 10,
+           "checkpoint": {"file": "checkpoints/last.pt", "epoch": 7, "step": 70}}
+    row = markdown_table([res]).strip().splitlines()[-1]
+    assert row == "| 0.3 | learned 0.3 | 10.00 | 50.00 | 76.67 | 30.00 | 60 (Liu et al.: first 10) | checkpoints/last.pt, epoch 7 |"
+    table = format_results_table(res)
+    assert "liu2019 (first 10 of 60)" in table and "checkpoint: checkpoints/last.pt, epoch 7" in table

@@ -9,17 +9,21 @@ Public API::
 
 Modules: ``layers`` (per-layer IBP and backward rules), ``relu`` (the ReLU relaxation), ``ibp`` (interval
 propagation), ``crown`` (backward propagation: CROWN-IBP, CROWN, α-CROWN), ``engine``
-(validation, :func:`compute_bounds`), ``loss`` (margin spec, robust cross-entropy).
+(validation, :func:`compute_bounds`), ``loss`` (margin spec, robust cross-entropy), ``verify`` (the
+one rounding-safe rule deciding "verified": :func:`certify`).
 """
 from __future__ import annotations
 
 from .engine import METHODS, Bounder, compute_bounds
 from .relu import relu_relaxation
 from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
+from .verify import Verdict, certify
 
 __all__ = [
     "METHODS",
     "Bounder",
+    "Verdict",
+    "certify",
     "compute_bounds",
     "margin_spec",
     "relu_relaxation",

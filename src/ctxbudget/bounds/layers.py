@@ -15,7 +15,9 @@ and adaptive lower slope, backward substitution) live in :mod:`ctxbudget.bounds.
 Supported modules: ``Normalize`` (any module with buffers ``mean``/``std`` of shape (C,)),
 ``Conv2d`` (groups=1, zero padding), ``Linear``, ``ReLU``, ``Flatten``, ``BatchNorm1d/2d``,
 ``AvgPool2d`` (count_include_pad=True, no ceil_mode, no divisor_override), ``Identity`` and
-``Dropout`` (treated as the identity, i.e. the eval-mode network is bounded). Nested
+``Dropout`` (eval mode or p = 0: the identity; in training mode a ValueError). BatchNorm in eval
+mode needs running statistics (``track_running_stats=False`` is a ValueError: PyTorch would use
+each batch's statistics); in training mode it uses the clean batch ``x`` given to the engine. Nested
 ``nn.Sequential`` containers are flattened. Anything else raises ``TypeError`` naming the layer.
 """
 from __future__ import annotations
@@ -268,10 +270,17 @@ def parse_model(model: nn.Module) -> list[Op]:
                 raise ValueError(f"layer {label}: only Flatten(start_dim=1, end_dim=-1) is supported")
             ops.append(FlattenOp(label))
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if not m.training and m.running_mean is None:
+                raise ValueError(f"layer {label}: BatchNorm with track_running_stats=False normalises with the "
+                                 "statistics of each batch even in eval mode, so its outputs depend on the other "
+                                 "examples of the batch and no per-example bound holds; use track_running_stats=True")
             ops.append(BatchNormOp(label, m))
         elif isinstance(m, nn.AvgPool2d):
             ops.append(AvgPoolOp(label, m))
         elif isinstance(m, (nn.Identity, nn.Dropout)):
+            if isinstance(m, nn.Dropout) and m.training and m.p > 0:
+                raise ValueError(f"layer {label}: Dropout in training mode makes the network random, so no bound "
+                                 "holds for its outputs; call model.eval() (the eval-mode network is bounded)")
             continue
         elif isinstance(getattr(m, "mean", None), Tensor) and isinstance(getattr(m, "std", None), Tensor) \
                 and type(m).__name__ == "Normalize":

@@ -71,7 +71,8 @@ def verified_margin_lower(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y:
 
     Only the lower side is computed (one backward pass for CROWN methods). ``beta`` < 1 mixes with
     IBP as CROWN-IBP does. ``opts`` go to α-CROWN (alpha_steps, alpha_lr, alpha_intermediate).
-    A sample is verified iff all its entries are > 0.
+    Whether a sample is verified is decided by :func:`ctxbudget.bounds.verify.certify` (entries
+    above a rounding tolerance, near-zero ones re-checked in float64), not by ``> 0``.
     """
     method = normalize_method(method)
     bd = Bounder(model, x_lower, x_upper, x)
@@ -107,7 +108,7 @@ def robust_cross_entropy(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: 
     ``return_margins=True`` also returns the margin lower bounds (B×(K−1), j ≠ y ascending) that the
     computation produced on the way, at no extra cost: the mixed margins for fusion=False; the
     bounds of the z_j for fusion=True (IBP for "ibp"/"crown-ibp", the method's own otherwise). A
-    sample is certified iff all of its entries are > 0.
+    sample is certified by :func:`ctxbudget.bounds.verify.certify` applied to them.
     """
     method = normalize_method(method)
     beta = _beta(beta)

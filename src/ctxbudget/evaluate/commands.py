@@ -164,6 +164,8 @@ def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | Non
 
 
 def run_visualize(args: argparse.Namespace) -> int:
+    if args.stats_limit < 1:
+        raise UserError(f"--stats-limit must be >= 1, got {args.stats_limit}")
     run = _load_run(args.run_dir)
     ds = load_split(run, args.split, args.data_dir)
     idx = _parse_indices(args.indices, args.num, int(ds.images.shape[0]))

@@ -26,10 +26,28 @@ def format_eps(eps0: float) -> str:
     return f"{eps0:g}"
 
 
+def checkpoint_text(results: dict) -> str:
+    """"final.pt, epoch 12" from ``results["checkpoint"]`` ("–" when unknown)."""
+    ck = results.get("checkpoint") or {}
+    if not ck.get("file"):
+        return "–"
+    return ck["file"] + (f", epoch {ck['epoch']}" if ck.get("epoch") is not None else "")
+
+
+def examples_text(results: dict) -> str:
+    """"60" or "60 (Liu et al.: first 10)" when the Liu et al. column covers fewer examples."""
+    n, n_liu = results["n"], results.get("n_liu2019")
+    if results.get("verified_err", {}).get("liu2019") is None or not n_liu or n_liu == n:
+        return f"{n}"
+    return f"{n} (Liu et al.: first {n_liu})"
+
+
 def format_results_table(results: dict) -> str:
     """Plain-text summary of one ``evaluate_model`` result (errors in %), for the console."""
     lines = [f"examples: {results['n']}   eps0: {format_eps(results['eps0'])}   "
              f"clean error: {_pct(results['clean_err'])}%"]
+    if results.get("checkpoint"):
+        lines.append(f"checkpoint: {checkpoint_text(results)}")
     methods = results.get("methods", [])
     head = ["budgets", *[f"verified ({m})" for m in methods], "verified (any)", "attack (PGD)"]
     rows = []
@@ -39,7 +57,8 @@ def format_results_table(results: dict) -> str:
                      _pct(results["attack_err"][kind])])
     liu = results["verified_err"].get("liu2019")
     if liu is not None:
-        rows.append([f"liu2019 ({results.get('n_liu2019')} ex.)", *["" for _ in methods], _pct(liu), ""])
+        rows.append([f"liu2019 (first {results.get('n_liu2019')} of {results['n']})", *["" for _ in methods],
+                     _pct(liu), ""])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     lines += [fmt(head), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
@@ -107,6 +126,8 @@ def markdown_table(results: Sequence[dict], names: Iterable[str] | None = None) 
     """Markdown table in the layout of the paper's Tables 1–4, one row per results dict.
 
     Rows are sorted by target ε0, uniform before learned. ``names`` (optional) adds a run column.
+    "examples" gives n per column (the Liu et al. column covers only the first ``n_liu2019``);
+    "weights" names the checkpoint file and epoch evaluated.
     """
     names = list(names) if names is not None else None
     rows = []
@@ -117,13 +138,13 @@ def markdown_table(results: Sequence[dict], names: Iterable[str] | None = None) 
         target = float(r["eps0"])
         ve = r["verified_err"]
         row = [format_eps(target), f"{kind} {format_eps(eps0)}", _pct(r["clean_err"]), _pct(ve.get("liu2019")),
-               _pct(ve.get("uniform")), _pct(ve.get("learned"))]
+               _pct(ve.get("uniform")), _pct(ve.get("learned")), examples_text(r), checkpoint_text(r)]
         if names is not None:
             row.append(names[i])
         rows.append(((target, kind != "uniform", eps0), row))
     rows.sort(key=lambda t: t[0])
     head = ["target ε0", "training", "clean err. (%)", "verified err. Liu et al. 2019 (%)",
-            "verified err. uniform (%)", "verified err. learned (%)"]
+            "verified err. uniform (%)", "verified err. learned (%)", "examples", "weights"]
     if names is not None:
         head.append("run")
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]

@@ -41,6 +41,8 @@ def run_train(args) -> int:
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data.root={args.data_dir}")
+    # a relative data root is stored resolved, so evaluate/visualize work from any directory
+    absolute = lambda root: None if root is None else str(Path(str(root)).expanduser().resolve())
     progress = False if args.no_progress else None
     if args.resume is not None:
         run_dir = args.out if args.resume is True else args.resume
@@ -49,9 +51,13 @@ def run_train(args) -> int:
         if args.config:
             raise UserError("--resume continues a run with its own config.yaml; drop --config "
                             "(use --set KEY=VALUE to change a setting, e.g. optim.epochs)")
-        resume(run_dir, overrides=parse_overrides(overrides) or None, device=args.device, progress=progress)
+        parsed = parse_overrides(overrides)
+        if isinstance(parsed.get("data"), dict) and parsed["data"].get("root") is not None:
+            parsed["data"]["root"] = absolute(parsed["data"]["root"])
+        resume(run_dir, overrides=parsed or None, device=args.device, progress=progress)
         return 0
     cfg = load_config(args.config, overrides)
+    cfg.data.root = absolute(cfg.data.root)
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0

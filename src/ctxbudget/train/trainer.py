@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from .. import run as rundir
 from ..bounds import compute_bounds, margin_spec
+from ..bounds.verify import certify
 from ..budgets import LearnedBudget, input_box
 from ..config import RunConfig
 from ..data import augment_crop_flip, get_dataset
@@ -133,12 +134,13 @@ class Trainer:
                 "best": self.best, "config": self.cfg.to_dict(), "torch_rng": torch.get_rng_state(),
                 "format": 1}
 
-    def load_state(self, state: dict) -> None:
-        self.classifier.load_state_dict(state["classifier"])
+    def load_state(self, state: dict, path: Path | None = None) -> None:
+        path = path or self.run_dir / rundir.LAST
+        rundir.load_weights(self.classifier, state["classifier"], path, self.cfg)
         if isinstance(self.threat, LearnedBudget):
             if state.get("generator") is None:
                 raise UserError("checkpoint has no generator weights but the config asks for learned budgets")
-            self.threat.generator.load_state_dict(state["generator"])
+            rundir.load_weights(self.threat.generator, state["generator"], path, self.cfg)
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
         torch.set_rng_state(state["torch_rng"])
@@ -196,7 +198,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             self.optimizer.step()
             self.step += 1
-            for k in ("n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum"):
+            for k in ("n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum", "eps_n"):
                 totals[k] = totals.get(k, 0) + stats[k].detach()
             if eps0 > 0:
                 eps_min = min(eps_min, float(stats["eps_min"]))
@@ -206,7 +208,7 @@ class Trainer:
                             ver=f"{float(totals['verified_wrong']) / n:.3f}", eps0=f"{eps0:.3f}")
             bar.update()
         bar.close()
-        keys = ["n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum"]
+        keys = ["n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum", "eps_n"]
         summed = D.all_reduce_(torch.stack([torch.as_tensor(totals[k], dtype=torch.float64, device=self.device) for k in keys]))
         t = dict(zip(keys, summed.tolist()))
         lims = D.all_reduce_(torch.tensor([eps_min, -eps_max], dtype=torch.float64, device=self.device), op="min").tolist()
@@ -214,7 +216,7 @@ class Trainer:
         return {"epoch": epoch, "split": "train", "step": self.step, "eps0": eps0,
                 "loss": t["loss"] / n, "robust_loss": t["robust"] / n,
                 "clean_err": t["clean_wrong"] / n, "verified_err": t["verified_wrong"] / n,
-                "mean_eps": t["eps_sum"] / n, "min_eps": lims[0] if math.isfinite(lims[0]) else 0.0,
+                "mean_eps": t["eps_sum"] / t["eps_n"] if t["eps_n"] else 0.0, "min_eps": lims[0] if math.isfinite(lims[0]) else 0.0,
                 "max_eps": -lims[1] if math.isfinite(lims[1]) else 0.0,
                 "lr": self.optimizer.param_groups[0]["lr"], "kappa": kappa, "beta": beta,
                 "seconds": time.perf_counter() - start}
@@ -238,8 +240,9 @@ class Trainer:
             eps = self.threat(x)
             lo, hi = input_box(x, eps)
             margins, _ = compute_bounds(self.classifier, lo, hi, method=self.cfg.eval.method,
-                                        C=margin_spec(y, self.info.num_classes))
-            verified = correct & (margins.min(1).values > 0)
+                                        C=margin_spec(y, self.info.num_classes), bound_upper=False)
+            verified = certify(self.classifier, lo, hi, y, self.cfg.eval.method, lower=margins, correct=correct,
+                               x=x).verified
             flat = eps.reshape(len(y), -1)
             sums += torch.stack([torch.tensor(float(len(y)), device=self.device), (~correct).sum(), (~verified).sum(),
                                  nn.functional.cross_entropy(logits, y, reduction="sum"), flat.mean(1).sum()]).double()
@@ -337,12 +340,16 @@ def resume(run_dir: str | Path, overrides: dict | None = None, device: str | Non
     run_dir = Path(run_dir)
     cfg = rundir.read_config(run_dir)
     if overrides:
+        rundir.check_resume_overrides(overrides, cfg.to_dict())
         cfg = config_from_dict(merge(cfg.to_dict(), overrides))
     trainer = Trainer(cfg, run_dir, device_name=device, progress=progress)
     last = run_dir / rundir.LAST
     if last.is_file():
         trainer.load_state(rundir.load_checkpoint(last, map_location=trainer.device))
+    if trainer.epoch > cfg.optim.epochs:
+        raise UserError(f"optim.epochs={cfg.optim.epochs} is less than the {trainer.epoch} epochs already trained")
     if trainer.dist.is_main:
+        rundir.remove_stale_temp_files(run_dir)
         rundir.truncate_metrics(run_dir, trainer.epoch)
         if overrides:
             rundir.write_config(run_dir, cfg)

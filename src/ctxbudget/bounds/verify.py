@@ -1,0 +1,183 @@
+"""The one rule that decides "verified": margin lower bounds that are safe against float rounding.
+
+A certified margin lower bound ``m̲_j`` (j ≠ y) computed in float32 is off from the exact bound by
+rounding, and the float32 network the certificate is about is itself off from exact arithmetic:
+both errors are of the order of the machine epsilon times the magnitude of the numbers summed, not
+of the (possibly tiny) result. Near 0 a plain ``m̲_j > 0`` can therefore certify a false margin.
+
+**The rule** (:func:`certify`; every place that decides "verified" calls it): example b is
+verified iff it is classified correctly and, for every j ≠ y,
+
+    m̲_j(b) > τ_j(b),      τ_j = RTOL_FACTOR · eps(dtype) · M_j,
+
+where ``eps(dtype)`` is ``torch.finfo(dtype).eps`` of the network's working dtype (2^-23 for
+float32) and ``M_j`` (logit units) is the magnitude of margin j's computation over the box: the
+sum of the absolute values of every term of ``f_y − f_j`` in the trailing affine chain (the layers
+after the last ReLU), with that chain's input bounded by IBP (:func:`margin_magnitude`). Working-
+precision bounds with ``m̲_j ≤ 2τ_j`` are recomputed in float64 (a float64 copy of the network and
+the box; :func:`certify` with ``recheck=True``), so rounding of the bound computation cannot
+certify, while only the forward-rounding allowance τ is given up: a certified example's exact
+margin exceeds τ, which covers the float forward pass's own rounding. Without the recomputation
+(``recheck=False``, or a float64 network) the rule is the conservative ``m̲_j > 2τ_j`` (τ for the
+bound's own rounding, τ for the forward pass's).
+
+**Soundness invariant** (checked by ``ctxbudget.evaluate``): for every example, method and point
+x' of the box that an attack reaches, ``min_j m̲_j ≤ min_j (f_y − f_j)(x') + 2·max_j τ_j``; in
+particular no verified example is broken (its exact margin is > τ everywhere in the box).
+
+``RTOL_FACTOR = 32`` (τ = 32·eps·M = 64 units in the last place of M): on the Linear(784, 2)
+networks of the issue (M ≈ 2,300) the measured float32 errors were ≤ 0.55 u·M for the forward pass
+and ≤ 2.5 u·M for the IBP bound (u = eps/2), 25-100× below τ.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .layers import AvgPoolOp, ChannelAffineOp, ConvOp, FlattenOp, LinearOp, Op, ReluOp
+
+#: τ = RTOL_FACTOR · finfo(dtype).eps · M (see the module docstring).
+RTOL_FACTOR = 32.0
+
+#: ``bound_fn(classifier, lo, hi, y, method) -> B×(K−1)`` margin lower bounds (logit units).
+BoundFn = Callable[[nn.Module, Tensor, Tensor, Tensor, str], Tensor]
+
+
+def _abs_affine(o: Op, m: Tensor) -> Tensor:
+    """|op|(m): the op applied with absolute weights and biases to magnitudes m ≥ 0."""
+    import torch.nn.functional as F
+
+    if isinstance(o, LinearOp):
+        return F.linear(m, o.weight.abs(), None if o.bias is None else o.bias.abs())
+    if isinstance(o, ConvOp):
+        return F.conv2d(m, o.weight.abs(), None if o.bias is None else o.bias.abs(), o.stride, o.padding, o.dilation)
+    if isinstance(o, ChannelAffineOp):
+        view = (-1,) + (1,) * (m.dim() - 2)
+        return m * o.scale.abs().view(view) + o.shift.abs().view(view)
+    if isinstance(o, FlattenOp):
+        return m.flatten(1)
+    if isinstance(o, AvgPoolOp):
+        return o.forward(m)
+    raise TypeError(f"no magnitude rule for {o!r}")  # pragma: no cover - parse_model admits no other op
+
+
+@torch.no_grad()
+def margin_magnitude(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, *,
+                     x: Optional[Tensor] = None) -> Tensor:
+    """M (B×(K−1), float64, logit units): Σ of |terms| of each margin ``f_y − f_j`` over the box.
+
+    The input of the trailing affine chain (after the last ReLU, or the network input) is bounded
+    by IBP as ``|h| ≤ max(|l|, |u|)``; the chain is applied with absolute weights and biases, and
+    margin j gets ``M_y + M_j`` (the float computation forms f_y and f_j separately).
+    """
+    from .engine import Bounder
+    from .loss import other_classes
+
+    bd = Bounder(model, x_lower.detach(), x_upper.detach(), None if x is None else x.detach())
+    if bd.t > 0:
+        _, (c, r) = bd.ibp_state()
+    else:
+        c, r = bd.c, bd.r
+    m = c.abs() + r
+    for o in bd.ops[bd.t:]:
+        m = _abs_affine(o, m)
+    m = m.reshape(bd.B, -1).double()
+    idx = other_classes(y.to(m.device), m.shape[1])
+    return m.gather(1, y.to(m.device).view(-1, 1)) + m.gather(1, idx)
+
+
+def tolerance(magnitude: Tensor, dtype: torch.dtype) -> Tensor:
+    """τ = RTOL_FACTOR · finfo(dtype).eps · M (same shape as ``magnitude``, float64)."""
+    return magnitude.double() * (RTOL_FACTOR * torch.finfo(dtype).eps)
+
+
+def rule(lower: Tensor, tol: Tensor) -> Tensor:
+    """The comparison itself: every margin lower bound above its tolerance (B×S → B, bool)."""
+    return (lower.double() > tol).all(dim=1)
+
+
+@dataclass
+class Verdict:
+    """Outcome of :func:`certify` for a batch of B examples with S = K−1 margins each.
+
+    ``lower``: margin lower bounds B×S (float64; the float64 recomputation where it was done);
+    ``tol``: τ B×S (float64); ``verified``: B bool (correct and every ``lower > tol``);
+    ``rechecked``: B bool (recomputed in float64)."""
+
+    lower: Tensor
+    tol: Tensor
+    verified: Tensor
+    rechecked: Tensor
+
+    @property
+    def min_lower(self) -> Tensor:
+        """Smallest margin lower bound per example (B, float64)."""
+        return self.lower.min(dim=1).values
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(model)
+    return twin.double()
+
+
+def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, method: str, *,
+            lower: Optional[Tensor] = None, correct: Optional[Tensor] = None,
+            bound_fn: Optional[BoundFn] = None, recheck: bool = True, x: Optional[Tensor] = None) -> Verdict:
+    """Apply the verification rule to a batch (see the module docstring).
+
+    Args:
+        model: the classifier (``nn.Sequential``, eval mode), working dtype = its parameters'.
+        x_lower, x_upper: the box, B×C×H×W (pixel units).
+        y: labels (B,). method: bound method name, passed to ``bound_fn``.
+        lower: margin lower bounds B×(K−1) already computed in working precision (else computed).
+        correct: B bool, the clean prediction is y (else computed from ``x``, or from the box
+            midpoint when ``x`` is None).
+        bound_fn: ``bound_fn(model, lo, hi, y, method)`` (default: ``ctxbudget.bounds``, lower side).
+        recheck: recompute near-zero bounds in float64 (False: conservative ``lower > 2τ``).
+        x: clean batch (for BatchNorm in training mode and the clean prediction).
+    """
+    bound_fn = bound_fn or _engine_bound_fn
+    with torch.no_grad():
+        if lower is None:
+            lower = bound_fn(model, x_lower, x_upper, y, method)
+        lower = lower.detach()
+        if correct is None:
+            clean = x if x is not None else (x_lower + x_upper) / 2
+            correct = model(clean).argmax(1) == y
+        dtype = x_lower.dtype
+        tol = tolerance(margin_magnitude(model, x_lower, x_upper, y, x=x), dtype)
+        low64 = lower.double()
+        correct = correct.to(low64.device)
+        near = correct & (low64 > 0).all(1) & ~(low64 > 2 * tol).all(1)
+        rechecked = torch.zeros_like(near)
+        if recheck and dtype != torch.float64:
+            if bool(near.any()):
+                idx = near.nonzero().flatten()
+                low64 = low64.clone()
+                low64[idx] = bound_fn(_float64_copy(model), x_lower[idx].double(), x_upper[idx].double(), y[idx],
+                                      method).double()
+                rechecked = near
+            verified = correct & rule(low64, tol)
+        else:                                  # no float64 recomputation: the conservative 2τ
+            verified = correct & rule(low64, 2 * tol)
+    return Verdict(lower=low64, tol=tol, verified=verified, rechecked=rechecked)
+
+
+def _engine_bound_fn(model: nn.Module, lo: Tensor, hi: Tensor, y: Tensor, method: str) -> Tensor:
+    from .engine import compute_bounds
+    from .loss import margin_spec
+
+    k = _num_outputs(model, lo)
+    return compute_bounds(model, lo, hi, method, C=margin_spec(y, k, lo.dtype, lo.device), bound_upper=False)[0]
+
+
+def _num_outputs(model: nn.Module, x: Tensor) -> int:
+    for layer in reversed(list(model.modules())):
+        if isinstance(layer, nn.Linear):
+            return layer.out_features
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])

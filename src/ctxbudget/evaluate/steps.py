@@ -1,0 +1,118 @@
+"""The steps of an evaluation: clean predictions, verify a batch, attack a batch, a budget column,
+the Liu et al. column. Pixel units (images and budgets B×C×H×W in [0, 1]); logit units for margins.
+
+Every "verified" decision goes through :func:`ctxbudget.bounds.verify.certify` (the one rule).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..bounds.verify import BoundFn, Verdict, certify
+from ..budgets import input_box, log_volume
+from .attack import pgd_attack
+from .liu2019 import liu_max_volume
+from .result import BudgetColumn, LiuColumn
+
+
+@dataclass
+class AttackSettings:
+    """PGD settings shared by every attack of one evaluation (``attack.pgd_attack``)."""
+
+    steps: int = 50
+    restarts: int = 1
+    loss: str = "margin"
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "restarts": self.restarts, "loss": self.loss, "seed": self.seed}
+
+
+def batches(n: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering range(n)."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def clean_predictions(classifier: nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Arg-max class of every image (N, int64)."""
+    return torch.cat([classifier(images[s]).argmax(1) for s in batches(len(images), batch_size)]).cpu().numpy()
+
+
+def verify_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, correct: torch.Tensor,
+                 methods: Sequence[str], bound_fn: Optional[BoundFn]) -> dict[str, Verdict]:
+    """The verdict of each method on the clipped box of budgets ``eps`` around ``x`` (B×C×H×W)."""
+    with torch.no_grad():
+        lo, hi = input_box(x, eps)
+    return {m: certify(classifier, lo, hi, y, m, correct=correct, bound_fn=bound_fn, x=x) for m in methods}
+
+
+def attack_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
+                 settings: AttackSettings, generator: torch.Generator) -> np.ndarray:
+    """Smallest margin PGD reaches in the box (B, logit units; < 0: broken)."""
+    return pgd_attack(classifier, x, y, eps, steps=settings.steps, restarts=settings.restarts, loss=settings.loss,
+                      generator=generator).min_margin.cpu().numpy()
+
+
+def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
+                  correct: np.ndarray, methods: Sequence[str], settings: AttackSettings, generator: torch.Generator,
+                  bound_fn: Optional[BoundFn], batch_size: int, progress: bool) -> tuple[BudgetColumn, dict[str, float]]:
+    """Verify and attack every example under ``budget`` (a threat model ``x → ε``).
+
+    Returns the column and the seconds spent ``{"verify_KIND": …, "attack_KIND": …}``.
+    """
+    n = len(images)
+    lower = {m: np.zeros(n) for m in methods}
+    tol = {m: np.zeros(n) for m in methods}
+    verified = {m: np.zeros(n, bool) for m in methods}
+    rechecked = {m: np.zeros(n, bool) for m in methods}
+    att, logv = np.zeros(n, np.float32), np.zeros(n)
+    t_verify = t_attack = 0.0
+    for s in tqdm(batches(n, batch_size), desc=f"{kind} budgets", disable=not progress, leave=False):
+        x, y = images[s], labels[s]
+        t = time.perf_counter()
+        with torch.no_grad():
+            eps = budget(x)
+        ok = torch.as_tensor(correct[s], device=x.device)
+        for m, v in verify_batch(classifier, x, y, eps, ok, methods, bound_fn).items():
+            lower[m][s], tol[m][s] = v.min_lower.cpu().numpy(), v.tol.max(1).values.cpu().numpy()
+            verified[m][s], rechecked[m][s] = v.verified.cpu().numpy(), v.rechecked.cpu().numpy()
+        logv[s] = log_volume(eps).cpu().numpy()
+        t_verify += time.perf_counter() - t
+        t = time.perf_counter()
+        att[s] = attack_batch(classifier, x, y, eps, settings, generator)
+        t_attack += time.perf_counter() - t
+    col = BudgetColumn(kind=kind, lower=lower, tol=tol, verified=verified, rechecked=rechecked, attack_margin=att,
+                       log_volume=logv)
+    return col, {f"verify_{kind}": t_verify, f"attack_{kind}": t_attack}
+
+
+def liu_column(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps0: float, limit: int, *,
+               method: str, iters: int, lr: float, settings: AttackSettings, generator: torch.Generator,
+               bound_fn: Optional[BoundFn], batch_size: int, progress: bool) -> tuple[LiuColumn, list[str]]:
+    """Liu et al. (2019) on the first ``limit`` examples; their certificates are attacked with
+    ``settings`` (soundness). Returns the column and the violations found (strings)."""
+    n = len(images)
+    n_liu = min(max(int(limit), 0), n)
+    dims = int(images[0].numel())
+    logv, ok = np.full(n, np.nan), np.zeros(n, bool)
+    violations: list[str] = []
+    kwargs = {} if bound_fn is None else {"bound_fn": bound_fn}
+    for s in tqdm(batches(n_liu, batch_size), desc="liu2019", disable=not progress, leave=False):
+        x, y = images[s], labels[s]
+        res = liu_max_volume(classifier, x, y, method=method, iters=iters, lr=lr, progress=progress, **kwargs)
+        logv[s] = res.log_volume.cpu().numpy()
+        ok[s] = res.certified.cpu().numpy() & (res.log_volume.cpu().numpy() >= dims * math.log(eps0))
+        cert = res.certified.nonzero().flatten()
+        if cert.numel() and settings.steps > 0:
+            margin = attack_batch(classifier, x[cert], y[cert], res.eps[cert], settings, generator)
+            violations += [f"example {s.start + int(i)} certified by {method} on its Liu et al. budgets but broken "
+                           f"by PGD (margin {m:.4g})" for i, m in zip(cert.tolist(), margin) if m < 0]
+    return LiuColumn(n=n_liu, method=method, log_volume=logv, verified=ok), violations
