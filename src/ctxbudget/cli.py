@@ -1,4 +1,4 @@
-"""Command line: ``ctxbudget {train,evaluate,visualize,report,data} …`` (also ``python -m ctxbudget``).
+"""Command line: ``ctxbudget {train,evaluate,visualize,report,data,configs,export,certify} …`` (also ``python -m ctxbudget``).
 
 This module only parses arguments and dispatches; each subcommand lives beside the code it drives
 and registers itself through an ``add_*_parser(subparsers)`` function that sets ``func``. Errors a
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .data.commands import add_data_parser
     from .evaluate.commands import add_evaluate_parser, add_report_parser, add_visualize_parser
+    from .presets import add_configs_parser
     from .train.commands import add_train_parser
 
     add_train_parser(sub)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_visualize_parser(sub)
     add_report_parser(sub)
     add_data_parser(sub)
+    add_configs_parser(sub)
     return parser
 
 

@@ -241,8 +241,10 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
-    """Defaults ← YAML file (optional) ← ``--set`` overrides, validated."""
-    data = read_yaml(path) if path is not None else {}
+    """Defaults ← YAML file or packaged config name (optional) ← ``--set`` overrides, validated."""
+    from .presets import resolve_config
+
+    data = read_yaml(resolve_config(path)) if path is not None else {}
     return config_from_dict(merge(data, parse_overrides(overrides)))
 
 
