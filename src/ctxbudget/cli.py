@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .data.commands import add_data_parser
     from .evaluate.commands import add_evaluate_parser, add_report_parser, add_visualize_parser
+    from .export.commands import add_export_parser
     from .presets import add_configs_parser
     from .train.commands import add_train_parser
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_data_parser(sub)
     add_configs_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
