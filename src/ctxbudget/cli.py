@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    from .certify.commands import add_certify_parser
     from .data.commands import add_data_parser
     from .evaluate.commands import add_evaluate_parser, add_report_parser, add_visualize_parser
     from .export.commands import add_export_parser
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_configs_parser(sub)
     add_export_parser(sub)
+    add_certify_parser(sub)
     return parser
 
 
