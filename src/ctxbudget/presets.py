@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -65,7 +66,7 @@ def describe_config(name: str) -> str:
     return " ".join(str(data.get("description", "")).split())
 
 
-def add_configs_parser(subparsers) -> None:  # type: ignore[no-untyped-def]
+def add_configs_parser(subparsers: Any) -> None:
     """``ctxbudget configs [NAME]``: list the packaged configs, or print one (to copy and edit)."""
     p = subparsers.add_parser("configs", help="list the packaged configs (or print one)",
                               description="List the configs shipped with ctxbudget; with NAME, print that "
@@ -74,7 +75,7 @@ def add_configs_parser(subparsers) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(func=_run_configs)
 
 
-def _run_configs(args) -> int:  # type: ignore[no-untyped-def]
+def _run_configs(args: Any) -> int:
     if args.name:
         print(packaged_config(args.name).read_text(), end="")
         return 0

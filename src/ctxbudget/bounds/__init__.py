@@ -14,8 +14,8 @@ propagation), ``crown`` (backward propagation: CROWN-IBP, CROWN, α-CROWN), ``en
 from __future__ import annotations
 
 from .engine import METHODS, Bounder, compute_bounds
-from .relu import relu_relaxation
 from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
+from .relu import relu_relaxation
 
 __all__ = [
     "METHODS",

@@ -23,7 +23,7 @@ examples:
 """
 
 
-def add_certify_parser(subparsers) -> None:  # type: ignore[no-untyped-def]
+def add_certify_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("certify", help="certify image files (prediction, certificates, budget map)",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN", help="trained run directory")
@@ -50,7 +50,7 @@ def _line(kind: str, r: dict[str, Any]) -> str:
     return f"  {what}: {verdict}; margin lower bound {lbs}"
 
 
-def run_certify(args) -> int:  # type: ignore[no-untyped-def]
+def run_certify(args: Any) -> int:
     import torch
 
     from ..errors import UserError

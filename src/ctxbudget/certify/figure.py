@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from ..viz import plt  # matplotlib with the Agg backend
 
 
-def budget_map_figure(image: torch.Tensor, eps: torch.Tensor, lower: float, upper: float, title: str):  # type: ignore[no-untyped-def]
+def budget_map_figure(image: torch.Tensor, eps: torch.Tensor, lower: float, upper: float, title: str) -> Figure:
     """Figure with the C×H×W ``image`` (grey or RGB) and the channel-mean budget map of ``eps``
     (C×H×W, pixel units) on the colour scale [``lower``, ``upper``] (the range limits l, u)."""
     img = image.detach().cpu().numpy()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from .augment import augment_crop_flip
 from .base import DataError, DatasetInfo, ImageDataset, resolve_data_root
-from .preview import save_preview
 from .custom import register_dataset
+from .preview import save_preview
 from .registry import DatasetSpec, dataset_names, describe, get_dataset, get_info, register
 
 __all__ = [

@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     if n == 0:
         raise UserError("no examples to evaluate (empty data set or --limit 0)")
     dims = int(images[0].numel())
-    eps0 = float(threat.eps0)
+    eps0 = float(cast(Any, threat).eps0)
     gen = torch.Generator().manual_seed(seed)
     classifier.eval()
     threat.eval()

@@ -55,7 +55,9 @@ def margin_lower_bounds(classifier: nn.Module, lo: torch.Tensor, hi: torch.Tenso
     from ..bounds import compute_bounds, margin_spec
 
     k = _num_classes(classifier, lo)
-    return compute_bounds(classifier, lo, hi, method, C=margin_spec(y, k, lo.dtype), bound_upper=False)[0]
+    lower, _ = compute_bounds(classifier, lo, hi, method, C=margin_spec(y, k, lo.dtype), bound_upper=False)
+    assert lower is not None  # bound_lower defaults to True
+    return lower
 
 
 def _num_classes(classifier: nn.Module, x: torch.Tensor) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = """\
 Export a trained run's classifier (Normalize included: inputs are pixels in [0, 1]) or per-example
@@ -22,7 +23,7 @@ ONNX needs: pip install "ctxbudget[export]"
 """
 
 
-def add_export_parser(subparsers) -> None:  # type: ignore[no-untyped-def]
+def add_export_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="export to ONNX / TorchScript, or VNN-LIB boxes for complete verifiers",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN", help="trained run directory")
@@ -38,24 +39,24 @@ def add_export_parser(subparsers) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(func=run_export)
 
 
-def run_export(args) -> int:  # type: ignore[no-untyped-def]
+def run_export(args: Any) -> int:
     from ..errors import UserError
     from ..run import load_run
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
     out = Path(args.out)
-    shape = tuple(int(v) for v in run_input_shape(run))
+    shape = run_input_shape(run)
     if args.format == "onnx":
         from .to_onnx import export_onnx
 
-        info = export_onnx(run.classifier, shape, out / "model.onnx")  # type: ignore[arg-type]
+        info = export_onnx(run.classifier, shape, out / "model.onnx")
         checked = (f"logits match PyTorch (max |diff| {info['max_abs_diff']:.3g}, {info['checked_with']})"
                    if info["checked_with"] else "not run (onnxruntime not installed)")
         print(f"wrote {info['path']} (opset {info['opset']}); check: {checked}")
     elif args.format == "torchscript":
         from .to_torchscript import export_torchscript
 
-        info = export_torchscript(run.classifier, shape, out / "model.pt")  # type: ignore[arg-type]
+        info = export_torchscript(run.classifier, shape, out / "model.pt")
         print(f"wrote {info['path']}; check: logits match PyTorch (max |diff| {info['max_abs_diff']:.3g})")
     else:
         from ..evaluate.evaluate import load_split
@@ -77,7 +78,7 @@ def run_export(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def run_input_shape(run) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def run_input_shape(run: Any) -> tuple[int, int, int]:
     """(C, H, W) of a loaded run's inputs (from its data set's registration)."""
     from ..data import get_info
 

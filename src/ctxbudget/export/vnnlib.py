@@ -145,7 +145,8 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
         raise UserError(f"timeout must be positive, got {timeout}")
     out = Path(out_dir)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
-    input_shape = tuple(int(v) for v in images.shape[1:])
+    c, h, w = (int(v) for v in images.shape[1:])
+    input_shape = (c, h, w)
     classifier = run.classifier.eval()
     with torch.no_grad():
         logits = classifier(images)

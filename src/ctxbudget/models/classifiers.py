@@ -8,7 +8,7 @@ count works. Custom architectures are added with :func:`register_model`.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,10 @@ class Normalize(nn.Module):
     ``mean`` and ``std`` are buffers of shape (C,); they move with ``.to()`` and are saved in the
     state dict. With mean 0 and std 1 it is the identity (used for MNIST).
     """
+
+    if TYPE_CHECKING:  # buffer types for type checkers; not class annotations TorchScript would read
+        mean: torch.Tensor
+        std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

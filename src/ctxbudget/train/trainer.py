@@ -224,6 +224,7 @@ class Trainer:
             lo, hi = input_box(x, eps)
             margins, _ = compute_bounds(self.classifier, lo, hi, method=self.cfg.eval.method,
                                         C=margin_spec(y, self.info.num_classes))
+            assert margins is not None
             verified = correct & (margins.min(1).values > 0)
             flat = eps.reshape(len(y), -1)
             sums += torch.stack([torch.tensor(float(len(y)), device=self.device), (~correct).sum(), (~verified).sum(),
@@ -254,7 +255,7 @@ class Trainer:
             self.epoch = epoch
             improved = last_test is not None and last_test["epoch"] == epoch and ramp_done \
                 and last_test["verified_err"] < self.best
-            if improved:
+            if improved and last_test is not None:
                 self.best = last_test["verified_err"]
             if self.dist.is_main:
                 for r in rows:
