@@ -132,7 +132,7 @@ def test_certify_cli_text_json_and_maps(tiny_run_dir, digits, tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert text.count("prediction") == 2 and "learned budgets" in text and "uniform eps0 0.3" in text
-    assert main(argv + ["--json", "--label", "7", "--label", "2", "--methods", "ibp"]) == 0
+    assert main(argv + ["--json", "--label", "7", "--label", "2", "--bounds", "ibp"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [r["label"] for r in doc["images"]] == [7, 2] and doc["methods"] == ["ibp"]
     for r in doc["images"]:
@@ -143,7 +143,7 @@ def test_certify_cli_text_json_and_maps(tiny_run_dir, digits, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra,needle", [
     (["--label", "3"], "--label"),
-    (["--methods", "magic"], "magic"),
+    (["--bounds", "magic"], "magic"),
     (["--label", "3", "--label", "12"], "label"),
 ])
 def test_certify_cli_errors_exit_2(tiny_run_dir, digits, tmp_path, capsys, extra, needle):

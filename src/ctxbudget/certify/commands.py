@@ -18,7 +18,7 @@ its height×width (same aspect ratio within 2 %, else --stretch).
 
 examples:
   ctxbudget certify runs/quick digit.png
-  ctxbudget certify runs/quick a.png b.npy --label 7 --label 3 --methods ibp,crown-ibp,crown --json
+  ctxbudget certify runs/quick a.png b.npy --label 7 --label 3 --bounds ibp,crown-ibp,crown --json
   ctxbudget certify runs/quick scan.jpg --invert      # dark digit on white paper, MNIST model
 """
 
@@ -28,7 +28,8 @@ def add_certify_parser(subparsers: Any) -> None:
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN", help="trained run directory")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG or .npy files")
-    p.add_argument("--methods", default="ibp,crown-ibp", help="bound methods (ibp, crown-ibp, crown, alpha-crown)")
+    p.add_argument("--bounds", default="ibp,crown-ibp",
+                   help="bound methods, comma-separated (ibp, crown-ibp, crown, alpha-crown)")
     p.add_argument("--label", type=int, action="append", default=None, metavar="Y",
                    help="true class of each image, in order (repeat once per image); default: certify the prediction")
     p.add_argument("--out", default="certify-maps", metavar="DIR", help="folder for the budget maps (default: certify-maps)")
@@ -62,7 +63,7 @@ def run_certify(args: Any) -> int:
     from .figure import budget_map_figure
     from .images import load_image
 
-    methods = list(parse_methods(args.methods))
+    methods = list(parse_methods(args.bounds))
     if args.label is not None and len(args.label) != len(args.images):
         raise UserError(f"--label given {len(args.label)} times for {len(args.images)} images (one per image)")
     if args.attack_steps < 0:

@@ -1,7 +1,7 @@
 """Clean / verified / attack / Liu-et-al. evaluation of a classifier under a threat model.
 
 Pixel units throughout: images B×C×H×W in [0, 1], budgets ε of the same shape, boxes clipped to
-[0, 1] (``ctxbudget.budgets.input_box``). Conventions (``reference/recipes.md``):
+[0, 1] (``ctxbudget.budgets.input_box``). Conventions (docs/method.md in the source distribution):
 
 * an example is *verified* by a bound method iff it is classified correctly and every margin lower
   bound ``m̲_j`` (j ≠ y) is > 0; "any" = verified by at least one requested method (the per-example

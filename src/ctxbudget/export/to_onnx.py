@@ -1,6 +1,7 @@
 """ONNX export of a classifier (``torch.onnx``), checked with onnxruntime when it is installed."""
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,12 @@ def export_onnx(classifier: nn.Module, input_shape: tuple[int, int, int], path: 
     kwargs: dict[str, Any] = {}
     if dynamic_batch:
         kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # the TorchScript-based exporter: no onnxscript needed, exact same graph
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          opset_version=OPSET, dynamo=False, **kwargs)
+                          opset_version=OPSET, **kwargs)
     onnx.checker.check_model(onnx.load(str(path)))
     info: dict[str, Any] = {"path": str(path), "opset": OPSET, "checked_with": None, "max_abs_diff": None}
     try:

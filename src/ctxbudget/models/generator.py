@@ -1,4 +1,4 @@
-"""The budget-generator network g_θ of SPEC.md section 2 (the paper's Appendix A).
+"""The budget-generator network g_θ (the paper's Appendix A).
 
 ``BudgetGenerator(input_shape)`` maps an image batch B×C×H×W in [0, 1] to g ∈ (0, 1)^{B×C×H×W}:
 Conv(C→4, k=3, pad=1) → ReLU → Conv(4→8, k=3, pad=1) → ReLU → Flatten → Linear(8·H·W → C·H·W)
