@@ -171,3 +171,28 @@ def test_onnx_missing_dependency_is_a_clear_error(tmp_path, monkeypatch, capsys)
 
     with pytest.raises(UserError, match=r"ctxbudget\[export\]"):
         export_onnx(_model(), (3, 12, 12), tmp_path / "m.onnx")
+
+
+def test_check_script_accepts_an_export_and_rejects_a_one_ulp_change(tiny_run_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "v"
+    assert main(["export", str(tiny_run_dir), "--format", "vnnlib", "--limit", "2", "--budget", "both",
+                 "--out", str(out)]) == 0
+    env = {**os.environ, "PYTHONPATH": str(repo / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, str(repo / "scripts/check_vnnlib_export.py"), str(tiny_run_dir), str(out), "--samples", "4"]
+    ok = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and "exactly" in ok.stdout, ok.stderr
+    f = out / "vnnlib/learned_00001.vnnlib"
+    text = f.read_text()
+    m = re.search(r"\(assert \(<= X_200 ([0-9.]+)\)\)", text)
+    bumped = float(np.nextafter(np.float32(float(m.group(1))), np.float32(2)))
+    f.write_text(text.replace(m.group(0), f"(assert (<= X_200 {format_bound(bumped)}))"))
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "differs" in bad.stderr
