@@ -3,8 +3,8 @@
 Builds the wheel from a copy of the sources, installs it with ``--no-deps`` into a fresh venv that
 reuses this interpreter's site-packages for torch & co. (no download; the test environment's own
 ctxbudget is not visible there: only plain paths of that folder are added, not its ``.pth`` hooks),
-and runs ``configs``, a one-epoch quick start, ``evaluate``, ``export`` and ``certify`` from a
-directory outside the repository. Slow (about a minute): runs with ``CTXBUDGET_SLOW_TESTS=1``
+and runs ``configs``, a one-epoch quick start, ``evaluate``, ``visualize``, ``report``, ``export``
+and ``certify`` from a directory outside the repository. Slow (about a minute): runs with ``CTXBUDGET_SLOW_TESTS=1``
 (as in CI).
 """
 import importlib.util
@@ -70,6 +70,9 @@ def test_wheel_quickstart_outside_the_repository(tmp_path):
     assert (work / "runs/quick/final.pt").is_file()
     _run([exe, "evaluate", "runs/quick", "--limit", "50", "--liu-limit", "2", "--liu-iters", "5"], work, env)
     assert (work / "runs/quick/results.json").is_file()
+    _run([exe, "visualize", "runs/quick"], work, env)
+    _run([exe, "report", "runs/quick", "--out", "table.md"], work, env)
+    assert (work / "table.md").read_text().count("|") > 10
     if importlib.util.find_spec("onnx") is not None:  # the [export] extra (installed by make test)
         _run([exe, "export", "runs/quick", "--format", "vnnlib", "--limit", "2", "--budget", "both", "--out", "export"],
              work, env)
