@@ -196,3 +196,24 @@ def test_check_script_accepts_an_export_and_rejects_a_one_ulp_change(tiny_run_di
     f.write_text(text.replace(m.group(0), f"(assert (<= X_200 {format_bound(bumped)}))"))
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "differs" in bad.stderr
+
+
+def test_uniform_run_exports_uniform_boxes_only(tiny_run_dir, tmp_path, capsys):
+    import yaml
+
+    cfg_path = tiny_run_dir / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["budget"]["kind"] = "uniform"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["export", str(tiny_run_dir), "--format", "vnnlib", "--limit", "1", "--budget", "both",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--budget uniform" in capsys.readouterr().err
+    assert main(["export", str(tiny_run_dir), "--format", "vnnlib", "--limit", "1", "--out", str(tmp_path / "u")]) == 0
+    files = sorted(p.name for p in (tmp_path / "u/vnnlib").iterdir())
+    assert files == ["uniform_00000.vnnlib"]
+    back = read_vnnlib(tmp_path / "u/vnnlib/uniform_00000.vnnlib")
+    from ctxbudget.data import get_dataset
+
+    x = get_dataset("mnist-sample", "test").images[:1]
+    lo, hi = input_box(x, torch.full_like(x, 0.3))
+    assert np.array_equal(back["lower"], lo.reshape(-1).numpy()) and np.array_equal(back["upper"], hi.reshape(-1).numpy())

@@ -32,8 +32,9 @@ def add_export_parser(subparsers: Any) -> None:
     p.add_argument("--checkpoint", default="final", choices=["final", "best", "last"], help="weights to export")
     p.add_argument("--limit", type=int, default=10, help="vnnlib: number of examples (first N of the split)")
     p.add_argument("--split", default="test", help="vnnlib: data split (default: test)")
-    p.add_argument("--budget", default="learned", choices=["learned", "uniform", "both"],
-                   help="vnnlib: boxes under the run's budgets, uniform eps0, or both (default: learned)")
+    p.add_argument("--budget", default=None, choices=["learned", "uniform", "both"],
+                   help="vnnlib: boxes under the run's learned budgets, uniform eps0, or both "
+                        "(default: the budgets the run was trained with)")
     p.add_argument("--timeout", type=float, default=300.0, help="vnnlib: per-instance timeout in instances.csv (s)")
     p.add_argument("--data-dir", default=None, help="data root (default: the run's, else $CTXBUDGET_DATA)")
     p.set_defaults(func=run_export)
@@ -66,7 +67,10 @@ def run_export(args: Any) -> int:
             raise UserError(f"--limit must be >= 1, got {args.limit}")
         ds = load_split(run, args.split, args.data_dir)
         n = min(args.limit, len(ds))
-        kinds = KINDS if args.budget == "both" else (args.budget,)
+        budget = args.budget or run.kind
+        if run.kind == "uniform" and budget in ("learned", "both"):
+            raise UserError(f"{args.run_dir} was trained with uniform budgets (no generator); use --budget uniform")
+        kinds = KINDS if budget == "both" else (budget,)
         manifest = export_vnnlib(run, ds.images[:n], ds.labels[:n], out, kinds=kinds, timeout=args.timeout)
         model = manifest["model"]
         wrong = sum(e["label"] != e["prediction"] for e in manifest["examples"])

@@ -143,6 +143,8 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
         raise UserError(f"need N×C×H×W images and N labels (N ≥ 1), got {tuple(images.shape)} / {tuple(labels.shape)}")
     if not timeout > 0:
         raise UserError(f"timeout must be positive, got {timeout}")
+    if "learned" in kinds and run.kind != "learned":
+        raise UserError("learned boxes need a run trained with learned budgets; this run's are uniform")
     out = Path(out_dir)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
     c, h, w = (int(v) for v in images.shape[1:])
