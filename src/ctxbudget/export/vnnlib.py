@@ -113,6 +113,7 @@ def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, time
         f"#   python abcrown.py --config {root / 'abcrown.yaml'}\n"
         "# Each instance: model.onnx (pixels in [0, 1], Normalize inside) and one VNN-LIB file whose\n"
         "# property is the unsafe set (some class j != y with logit_j >= logit_y); 'safe' = certified.\n"
+        "# Keys as in alpha,beta-CROWN's complete_verifier/arguments.py; without a GPU add 'device: cpu' under general.\n"
         "general:\n"
         f"  root_path: {json.dumps(str(root))}\n"
         "  csv_name: instances.csv\n"
