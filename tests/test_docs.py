@@ -29,3 +29,13 @@ def test_method_page_covers_the_conventions_and_is_linked():
                    "unsafe set"]:                            # VNN-LIB property convention
         assert needle in text, needle
     assert "docs/method.md" in (REPO / "README.md").read_text()
+
+
+def test_install_guidance_names_the_cpu_torch_build_the_makefile_uses():
+    readme = (REPO / "README.md").read_text()
+    install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    cpu_index = "https://download.pytorch.org/whl/cpu"
+    assert f"pip install torch --index-url {cpu_index}" in install
+    assert install.index(cpu_index) < install.index("pip install ctxbudget-")   # torch first, then ctxbudget
+    assert cpu_index in (REPO / "scripts" / "install_torch.sh").read_text()     # what make test/demo install
+    assert 'pip install "ctxbudget[export]"' in install
