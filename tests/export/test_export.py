@@ -173,6 +173,24 @@ def test_onnx_missing_dependency_is_a_clear_error(tmp_path, monkeypatch, capsys)
         export_onnx(_model(), (3, 12, 12), tmp_path / "m.onnx")
 
 
+
+def test_vnnlib_without_onnx_fails_before_writing(tiny_run_dir, tmp_path, monkeypatch):
+    import builtins
+
+    from ctxbudget.data import get_dataset
+    from ctxbudget.errors import UserError
+    from ctxbudget.run import load_run
+
+    run = load_run(tiny_run_dir)
+    ds = get_dataset("mnist-sample", "test")
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "onnx" else real_import(name, *a, **k))
+    with pytest.raises(UserError, match=r"ctxbudget\[export\]"):
+        export_vnnlib(run, ds.images[:2], ds.labels[:2], tmp_path / "v")
+    assert not (tmp_path / "v").exists()
+
+
 def test_check_script_accepts_an_export_and_rejects_a_one_ulp_change(tiny_run_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     import os

@@ -146,6 +146,10 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
         raise UserError(f"timeout must be positive, got {timeout}")
     if "learned" in kinds and run.kind != "learned":
         raise UserError("learned boxes need a run trained with learned budgets; this run's are uniform")
+    if write_model:
+        from .to_onnx import _require_onnx
+
+        _require_onnx()                  # fail before writing anything
     out = Path(out_dir)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
     c, h, w = (int(v) for v in images.shape[1:])
