@@ -12,7 +12,8 @@ and the ratio to the natural step (cross-entropy on clean logits + backward + Ad
 the same process, alternating natural and bound steps (the ratio is the median of the per-pair
 ratios, robust to load changes on a shared machine). Each configuration runs in its own subprocess; "peak MB" is the growth of the
 process's maximum resident set size (``resource.getrusage(...).ru_maxrss``) over the step loop,
-measured after the model, data and optimiser are set up and one natural step is done (on CUDA: ``torch.cuda.max_memory_allocated``).
+measured after the model, data and optimiser are set up and one natural step is done
+(on CUDA: ``torch.cuda.max_memory_allocated``).
 Like the ``ctxbudget`` commands, the processes run with ``ctxbudget.runtime.tune_allocator()``
 (``--no-malloc-tuning`` to measure glibc's defaults).
 """
@@ -42,7 +43,6 @@ def run_single(model_name: str, config: str, batch: int, steps: int, warmup: int
 
     from ctxbudget.bounds import robust_cross_entropy
     from ctxbudget.models.classifiers import get_model
-
     from ctxbudget.runtime import tune_allocator
 
     tuned = tune_allocator()  # as the ctxbudget commands do (off with --no-malloc-tuning)

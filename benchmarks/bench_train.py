@@ -80,7 +80,7 @@ def main() -> None:
                ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5, False),
                ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0), args.eps0, "crown-ibp", True, 0.5, False)]
     steps = []
-    for name, threat, eps0, method, fusion, kappa, gen_only in configs:
+    for _name, threat, eps0, method, fusion, kappa, gen_only in configs:
         obj = Objective(classifier, threat)
         params = list(threat.parameters()) if gen_only else list(classifier.parameters()) + list(threat.parameters())
         steps.append(make_step(obj, params, ds.images, ds.labels, args.batch_size, eps0, method, fusion, kappa, gen_only))

@@ -6,8 +6,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxbudget.budgets import (LearnedBudget, UniformBudget, budget_limits, input_box, log_volume,
-                               project_budgets, validate_budget_params)
+from ctxbudget.budgets import (
+    LearnedBudget,
+    UniformBudget,
+    budget_limits,
+    input_box,
+    log_volume,
+    project_budgets,
+    validate_budget_params,
+)
 from ctxbudget.models import BudgetGenerator
 
 SETTINGS = [(0.4, 0.5, 2.0), (0.6, 0.5, 2.0), (0.8, 0.5, 2.0), (8 / 255, 0.125, 2.0), (16 / 255, 0.0625, 1.5),

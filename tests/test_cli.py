@@ -8,7 +8,8 @@ from ctxbudget.cli import main
 
 
 @pytest.mark.parametrize("argv", [[], ["train"], ["evaluate"], ["visualize"], ["report"], ["data"],
-                                  ["data", "info"], ["data", "preview"], ["data", "list"]])
+                                  ["data", "info"], ["data", "preview"], ["data", "list"], ["configs"],
+                                  ["export"], ["certify"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--help"])

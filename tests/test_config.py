@@ -1,11 +1,10 @@
-from pathlib import Path
-
 import pytest
 
 from ctxbudget.config import RunConfig, config_from_dict, dump_config, load_config, parse_overrides
 from ctxbudget.errors import UserError
+from ctxbudget.presets import configs_dir
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(configs_dir().glob("*.yaml"))
 
 
 def test_defaults_valid_and_roundtrip(tmp_path):

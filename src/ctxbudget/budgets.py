@@ -2,7 +2,7 @@
 
 Everything here is in pixel units: images x ∈ [0, 1]^{B×C×H×W}, budgets ε of the same shape.
 
-* ``project_budgets(g, eps0, alpha_lo, alpha_hi)`` — the map of SPEC.md section 2 from generator
+* ``project_budgets(g, eps0, alpha_lo, alpha_hi)`` — the budget projection (docs/method.md) from generator
   scores g ∈ [0, 1] to budgets that satisfy the range constraint ``l ≤ ε_i ≤ u`` (``l = α_lo·ε0``,
   ``u = min(α_hi·ε0, 1)``) and the volume constraint ``Σ_i log ε_i = n log ε0`` exactly.
 * ``UniformBudget(eps0)`` and ``LearnedBudget(generator, eps0, alpha_lo, alpha_hi)`` — the two

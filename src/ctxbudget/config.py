@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, get_type_hints
+from typing import Any, Iterable, cast, get_type_hints
 
 import yaml
 
@@ -101,7 +101,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise ``UserError`` naming the key for any setting that cannot work."""
         from .budgets import validate_budget_params
 
@@ -209,7 +209,7 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     for name, value in data.items():
         hint = hints[name]
         if is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value or {}, f"{prefix}{name}.")
+            kwargs[name] = _from_dict(cast(type, hint), value or {}, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, hint, prefix + name)
     return cls(**kwargs)
@@ -265,8 +265,10 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
-    """Defaults ← YAML file (optional) ← ``--set`` overrides, validated."""
-    data = read_yaml(path) if path is not None else {}
+    """Defaults ← YAML file or packaged config name (optional) ← ``--set`` overrides, validated."""
+    from .presets import resolve_config
+
+    data = read_yaml(resolve_config(path)) if path is not None else {}
     return config_from_dict(merge(data, parse_overrides(overrides)))
 
 

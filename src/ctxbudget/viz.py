@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 ArrayLike = Any  # numpy array or torch tensor
 
@@ -61,8 +61,8 @@ def budget_grid(images: ArrayLike, eps: ArrayLike, upper: float, *, labels: Sequ
     for j in range(n):
         _show_image(axes[0, j], imgs[j])
         if labels is not None:
-            name = lambda k: class_names[k] if class_names is not None and k < len(class_names) else str(k)
-            text = name(int(labels[j])) + (f" / {name(int(preds[j]))}" if preds is not None else "")
+            cls = lambda k: class_names[k] if class_names is not None and k < len(class_names) else str(k)
+            text = cls(int(labels[j])) + (f" / {cls(int(preds[j]))}" if preds is not None else "")
             color = "black" if preds is None or int(preds[j]) == int(labels[j]) else "red"
             axes[0, j].set_title(text, fontsize=8, color=color)
         for r, (_, m) in enumerate(maps, start=1):
@@ -73,7 +73,8 @@ def budget_grid(images: ArrayLike, eps: ArrayLike, upper: float, *, labels: Sequ
     for r, (name, _) in enumerate(maps, start=1):
         axes[r, 0].set_ylabel(name, fontsize=7)
     fig.subplots_adjust(left=0.06, right=0.88, bottom=0.04, top=0.86 if title else 0.9, wspace=0.08, hspace=0.25)
-    cax = fig.add_axes([0.9, 0.08, 0.02, 0.8 * (rows - 1) / rows])
+    cax = fig.add_axes((0.9, 0.08, 0.02, 0.8 * (rows - 1) / rows))
+    assert im is not None  # n ≥ 1 columns were drawn
     fig.colorbar(im, cax=cax).set_label("ε / u", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -113,7 +114,7 @@ def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *,
     fig, ax = plt.subplots(figsize=(5.0, 3.0))
     lo_edge = min(lower, float(e.min())) if e.size else lower
     hi_edge = max(upper, float(e.max())) if e.size else upper
-    ax.hist(e, bins=np.linspace(lo_edge, hi_edge if hi_edge > lo_edge else lo_edge + 1e-6, bins + 1),
+    ax.hist(e, bins=np.linspace(lo_edge, hi_edge if hi_edge > lo_edge else lo_edge + 1e-6, bins + 1).tolist(),
             color="0.45", weights=np.full(e.shape, 100.0 / max(e.size, 1)))
     for v, name, style in ((lower, "l", ":"), (eps0, "ε0", "-"), (upper, "u", "--")):
         ax.axvline(v, color="tab:red", linestyle=style, label=f"{name} = {v:.3g}")
@@ -140,7 +141,7 @@ def region_budget_stats(eps: ArrayLike, regions: ArrayLike, eps0: float | None =
     inside, outside = e[m], e[~m]
     mean = lambda a: float(a.mean()) if a.size else None
     geo = lambda a: float(np.exp(np.log(np.clip(a, 1e-300, None)).mean())) if a.size else None
-    out = {"n": int(e.shape[0]), "count_inside": int(inside.size), "count_outside": int(outside.size),
+    out: dict[str, Any] = {"n": int(e.shape[0]), "count_inside": int(inside.size), "count_outside": int(outside.size),
            "mean_inside": mean(inside), "mean_outside": mean(outside),
            "geo_mean_inside": geo(inside), "geo_mean_outside": geo(outside)}
     out["ratio_inside_outside"] = (out["mean_inside"] / out["mean_outside"]

@@ -6,8 +6,16 @@ import torch
 from torch.utils.data import DataLoader
 
 import ctxbudget.data as data
-from ctxbudget.data import (DataError, DatasetInfo, ImageDataset, augment_crop_flip, dataset_names, describe,
-                            get_dataset, resolve_data_root, save_preview)
+from ctxbudget.data import (
+    DataError,
+    DatasetInfo,
+    ImageDataset,
+    dataset_names,
+    describe,
+    get_dataset,
+    resolve_data_root,
+    save_preview,
+)
 
 
 def test_root_precedence(tmp_path, monkeypatch):

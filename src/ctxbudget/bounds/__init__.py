@@ -15,9 +15,9 @@ one rounding-safe rule deciding "verified": :func:`certify`).
 from __future__ import annotations
 
 from .engine import METHODS, Bounder, compute_bounds
-from .relu import relu_relaxation
 from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
 from .verify import Verdict, certify
+from .relu import relu_relaxation
 
 __all__ = [
     "METHODS",

@@ -41,6 +41,7 @@ def backward_bound(ops: Sequence[Op], end: int, A: Tensor, relax: Relax, c: Tens
     """
     B, S = A.shape[:2]
     bias: Optional[Tensor] = None
+    b: Optional[Tensor]
     for i in range(end - 1, start - 1, -1):
         o = ops[i]
         if isinstance(o, ReluOp):

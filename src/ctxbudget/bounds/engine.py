@@ -7,7 +7,7 @@ that e.g. the IBP and the CROWN-IBP margin bounds of a CROWN-IBP training step c
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -180,7 +180,7 @@ def compute_bounds(model: nn.Module, x_lower: Tensor, x_upper: Tensor, method: s
         return (lo if bound_lower else None), (up if bound_upper else None)
     A = bd.spec(C)
     S = A.shape[1]
-    opts = dict(alpha_steps=alpha_steps, alpha_lr=alpha_lr, alpha_intermediate=alpha_intermediate)
+    opts: dict[str, Any] = dict(alpha_steps=alpha_steps, alpha_lr=alpha_lr, alpha_intermediate=alpha_intermediate)
     if bound_lower and bound_upper:
         res = bd.lower_rows(torch.cat([A, -A], 1), method, **opts)
         return res[:, :S], -res[:, S:]

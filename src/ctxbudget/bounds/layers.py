@@ -22,7 +22,7 @@ each batch's statistics); in training mode it uses the clean batch ``x`` given t
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -160,6 +160,7 @@ class BatchNormOp(ChannelAffineOp):
         dummy = m.weight if m.weight is not None else m.running_mean
         super().__init__(name, dummy, dummy)  # replaced below / by set_batch_stats
         if not self.use_batch_stats:
+            assert m.running_mean is not None and m.running_var is not None
             self._set(m.running_mean, m.running_var)
 
     def _set(self, mean: Tensor, var: Tensor) -> None:
@@ -284,8 +285,9 @@ def parse_model(model: nn.Module) -> list[Op]:
             continue
         elif isinstance(getattr(m, "mean", None), Tensor) and isinstance(getattr(m, "std", None), Tensor) \
                 and type(m).__name__ == "Normalize":
-            inv = 1.0 / m.std  # type: ignore[operator]
-            ops.append(ChannelAffineOp(label, inv, -m.mean * inv))  # type: ignore[operator]
+            mean, std = cast(Tensor, m.mean), cast(Tensor, m.std)
+            inv = 1.0 / std
+            ops.append(ChannelAffineOp(label, inv, -mean * inv))
         else:
             raise TypeError(f"unsupported layer {label}: the bound engine supports Normalize, Conv2d, Linear, "
                             "ReLU, Flatten, BatchNorm1d/2d, AvgPool2d, Identity and Dropout")

@@ -124,7 +124,7 @@ class ImageDataset(Dataset):
         )
 
 
-def to_float_images(array: "object") -> torch.Tensor:
+def to_float_images(array: object) -> torch.Tensor:
     """uint8 array ``N×H×W`` or ``N×C×H×W`` → fresh float32 tensor ``N×C×H×W`` in [0, 1]."""
     a = np.asarray(array)
     if a.ndim == 3:
@@ -132,6 +132,6 @@ def to_float_images(array: "object") -> torch.Tensor:
     return torch.from_numpy(a.astype(np.float32)).div_(255.0)
 
 
-def to_labels(array: "object") -> torch.Tensor:
+def to_labels(array: object) -> torch.Tensor:
     """Integer array ``N`` → fresh int64 tensor ``N``."""
     return torch.from_numpy(np.asarray(array).reshape(-1).astype(np.int64))

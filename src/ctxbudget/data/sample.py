@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -54,7 +54,8 @@ def build_sample_arrays(
 def save_sample(arrays: dict[str, np.ndarray], path: PathLike = SAMPLE_PATH) -> Path:
     """Write ``arrays`` with ``np.savez_compressed`` (deterministic bytes for equal arrays)."""
     path = Path(path)
-    np.savez_compressed(path, **arrays)
+    named: dict[str, Any] = dict(arrays)
+    np.savez_compressed(path, **named)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Synthetic data sets built on the fly from a base set (SPEC section 6). Both are deterministic
+"""Synthetic data sets built on the fly from a base set (the paper's Tables 3 and 4). Both are deterministic
 for a given ``seed`` and fully vectorised with torch.
 
 Watermarked MNIST (1×28×28, 20 classes) — :func:`watermark`

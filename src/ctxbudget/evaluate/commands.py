@@ -49,7 +49,8 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--liu-limit", type=int, default=100, metavar="N",
                    help="examples (the first N) for the expensive Liu et al. column; 0 skips it (default: 100)")
     p.add_argument("--liu-method", default="crown-ibp", help="bound method of the Liu et al. optimisation (default: crown-ibp)")
-    p.add_argument("--liu-iters", type=int, default=100, metavar="T", help="Adam iterations (step 0.05 on log eps) of the Liu et al. optimisation (default: 100)")
+    p.add_argument("--liu-iters", type=int, default=100, metavar="T",
+                   help="Adam iterations (step 0.05 on log eps) of the Liu et al. optimisation (default: 100)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data root (default: the run's, then $CTXBUDGET_DATA)")
     p.add_argument("--batch-size", type=int, default=128, metavar="B", help="examples per batch (default: 128)")
     p.add_argument("--attack-steps", type=int, default=50, metavar="S", help="PGD steps per restart (default: 50)")

@@ -1,7 +1,7 @@
 """Clean / verified / attack / Liu-et-al. evaluation of a classifier under a threat model.
 
 Pixel units throughout: images B×C×H×W in [0, 1], budgets ε of the same shape, boxes clipped to
-[0, 1] (``ctxbudget.budgets.input_box``). Conventions (``reference/recipes.md``):
+[0, 1] (``ctxbudget.budgets.input_box``). Conventions (docs/method.md in the source distribution):
 
 * an example is *verified* by a bound method by the rule of ``ctxbudget.bounds.verify`` (classified
   correctly, every margin lower bound ``m̲_j`` above its rounding tolerance τ_j, near-zero bounds
@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
         raise UserError("no examples to evaluate (empty data set or --limit 0)")
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    eps0 = float(threat.eps0)
+    eps0 = float(cast(Any, threat).eps0)
     if not 0 < eps0 <= 1:
         raise ValueError(f"the threat model's eps0 must lie in (0, 1], got {eps0}")
     gen = torch.Generator().manual_seed(seed)

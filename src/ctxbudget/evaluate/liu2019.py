@@ -5,7 +5,7 @@ that maximise the log-volume ``Σ_i log ε_i`` subject to every certified margin
 clipped box ``[max(x − ε, 0), min(x + ε, 1)]`` being ≥ δ. The example counts as verified iff the
 certified log-volume found is ≥ ``n log ε0``.
 
-Method (augmented Lagrangian as in ``reference/recipes.md``, retuned so that large budgets are
+Method (the augmented Lagrangian of Liu et al., retuned so that large budgets are
 reachable; Liu's defaults — SGD 1e-3 from ε = 1e-3 — cannot grow ε beyond ≈ 0.16):
 
 1. ε = exp(s) with s ≤ log max(x_i, 1 − x_i) ≤ 0: beyond that cap the clipped box no longer
@@ -55,7 +55,9 @@ def margin_lower_bounds(classifier: nn.Module, lo: torch.Tensor, hi: torch.Tenso
     from ..bounds import compute_bounds, margin_spec
 
     k = _num_classes(classifier, lo)
-    return compute_bounds(classifier, lo, hi, method, C=margin_spec(y, k, lo.dtype), bound_upper=False)[0]
+    lower, _ = compute_bounds(classifier, lo, hi, method, C=margin_spec(y, k, lo.dtype), bound_upper=False)
+    assert lower is not None  # bound_lower defaults to True
+    return lower
 
 
 def _num_classes(classifier: nn.Module, x: torch.Tensor) -> int:

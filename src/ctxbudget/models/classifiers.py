@@ -2,12 +2,13 @@
 
 Every model is built from the layer set the bound engine supports: ``Normalize`` (first layer,
 per-channel affine in pixel space [0, 1]), ``Conv2d``, ``ReLU``, ``Flatten`` and ``Linear``.
-Architectures follow ``shared/reference/models.md``; the flatten size is computed from the input
-shape, so any (C, H, W) and class count works.
+Architectures are the DM-small/medium/large family of Gowal et al. (2018) as used by CROWN-IBP
+(Zhang et al., 2020); the flatten size is computed from the input shape, so any (C, H, W) and class
+count works. Custom architectures are added with :func:`register_model`.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +23,10 @@ class Normalize(nn.Module):
     state dict. With mean 0 and std 1 it is the identity (used for MNIST).
     """
 
+    if TYPE_CHECKING:  # buffer types for type checkers; not class annotations TorchScript would read
+        mean: torch.Tensor
+        std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
@@ -34,7 +39,10 @@ class Normalize(nn.Module):
         self.register_buffer("std", std_t)
 
     def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return t.view(1, -1, *([1] * (x.dim() - 2)))
+        """``t`` (C,) as 1×C×1×…×1 to broadcast against ``x`` (written so TorchScript can compile it)."""
+        shape = [1] * x.dim()
+        shape[1] = -1
+        return t.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self._view(self.mean, x)) / self._view(self.std, x)
@@ -106,13 +114,36 @@ MODELS: dict[str, Callable[..., nn.Sequential]] = {
 }
 
 
+def _model_key(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def register_model(name: str, builder: Callable[..., nn.Sequential]) -> None:
+    """Make ``builder`` available as ``model.name: NAME`` in configs (replaces an existing entry).
+
+    ``builder(input_shape, num_classes, mean=…, std=…)`` must return an ``nn.Sequential`` of layers
+    the bound engine supports (``ctxbudget.bounds.compute_bounds``); ``input_shape`` is (C, H, W),
+    ``mean``/``std`` the data set's per-channel statistics (pixel units) for a leading
+    ``Normalize``. Registration lives in the Python process: register again before ``load_run``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    if not callable(builder):
+        raise TypeError(f"builder must be callable (input_shape, num_classes, mean=, std=), got {type(builder).__name__}")
+    MODELS[_model_key(name)] = builder
+
+
 def get_model(name: str, input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
-    """Build a registered classifier by name (``dm-small``, ``dm-medium``, ``dm-large``).
+    """Build a registered classifier by name (``dm-small``, ``dm-medium``, ``dm-large``, or one added
+    with :func:`register_model`).
 
     ``mean``/``std`` (per channel, pixel units) configure the leading ``Normalize`` layer; the
     default is the identity.
     """
-    key = name.lower().replace("_", "-")
+    key = _model_key(name)
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[key](input_shape, num_classes, mean=mean, std=std)
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} (or register_model)")
+    model = MODELS[key](input_shape, num_classes, mean=mean, std=std)
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model {name!r} must be built as an nn.Sequential, got {type(model).__name__}")
+    return model

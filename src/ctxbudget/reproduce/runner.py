@@ -43,11 +43,10 @@ class RowPlan:
 
 
 def config_path(name: str) -> str:
-    """Path of the packaged config ``name`` (``configs/NAME.yaml`` of the package data)."""
-    path = Path(__file__).resolve().parents[3] / "configs" / f"{name}.yaml"   # TODO(merge): packaged configs
-    if not path.is_file():
-        raise UserError(f"config {name!r} not found ({path})")
-    return str(path)
+    """Path of the packaged config ``name`` (``ctxbudget configs`` lists them)."""
+    from ..presets import packaged_config
+
+    return str(packaged_config(name))
 
 
 def data_available(dataset: str, root: str | None) -> tuple[bool, str]:

@@ -9,18 +9,20 @@ HELP = """\
 Train a classifier (and, for learned budgets, the budget generator) with certified training.
 
 examples:
-  ctxbudget train --config configs/quickstart.yaml --out runs/quick
-  ctxbudget train --config configs/mnist-learned-0.4.yaml --set optim.epochs=20 --set data.root=../shared/data
+  ctxbudget train --config quickstart --out runs/quick          # a packaged config (ctxbudget configs)
+  ctxbudget train --config my-config.yaml --out runs/mine       # or a YAML file
+  ctxbudget train --config mnist-learned-0.4 --set optim.epochs=20 --data-dir ../shared/data
   ctxbudget train --resume runs/quick                 # continue after Ctrl-C / a crash
   ctxbudget train --print-config                      # every key with its default
-  torchrun --nproc-per-node 2 -m ctxbudget train --config configs/cifar10-learned-8.yaml --out runs/c10
+  torchrun --nproc-per-node 2 -m ctxbudget train --config cifar10-learned-8 --out runs/c10
 """
 
 
 def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a run (learned or uniform budgets)", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="YAML config (see configs/); defaults apply to missing keys")
+    p.add_argument("--config", metavar="NAME|FILE",
+                   help="packaged config name (list: ctxbudget configs) or YAML file; defaults apply to missing keys")
     p.add_argument("--out", metavar="DIR", help="new run directory (default: runs/<config name>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.epochs=5 --set budget.kind=uniform (repeatable)")

@@ -1,7 +1,7 @@
 """Per-optimizer-step schedules: the ε0 (volume) ramp, the κ and β mixing weights, the learning rate.
 
 Steps are 0-based global optimizer steps, epochs count from 1, ``L`` = steps per epoch. These are
-the auto_LiRPA / CROWN-IBP conventions (``shared/reference/recipes.md``):
+the auto_LiRPA / CROWN-IBP conventions:
 
 * linear ramp (``LinearScheduler``): 0 before the first step of epoch ``start``; then linear per
   step, reaching the maximum at the first step of epoch ``start + length``.

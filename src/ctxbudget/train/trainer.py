@@ -272,7 +272,7 @@ class Trainer:
             self.epoch = epoch
             improved = last_test is not None and last_test["epoch"] == epoch and ramp_done \
                 and last_test["verified_err"] < self.best
-            if improved:
+            if improved and last_test is not None:
                 self.best = last_test["verified_err"]
             if self.dist.is_main:
                 for r in rows:

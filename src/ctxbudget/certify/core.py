@@ -1,0 +1,107 @@
+"""Per-image certificates of a loaded run: :func:`certify_images`.
+
+For images x (N×C×H×W, pixels in [0, 1]) and a label y per image (default: the prediction), for the
+run's learned budgets ε(x) and for uniform ε0 (only the latter for a uniform run), and for each bound
+method: the margin lower bound ``min_{j≠y} m̲_j`` over the clipped box [max(x−ε, 0), min(x+ε, 1)]
+(logit units) and whether it certifies y (:func:`verified_decision`). Certified examples are attacked
+with PGD as a soundness check (``SoundnessError`` if one is broken).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+
+from ..budgets import UniformBudget, input_box, log_volume
+from ..errors import SoundnessError, UserError
+
+
+def verified_decision(correct: torch.Tensor, margin_lower: torch.Tensor) -> torch.Tensor:
+    """The verification rule (B bools): classified correctly and every margin lower bound
+    ``m̲_j`` (B×(K−1), j ≠ y) is > 0. The single place certify decides; swap in the shared,
+    rounding-safe helper of ``ctxbudget.evaluate`` once it exists."""
+    return correct & (margin_lower.min(dim=1).values > 0)
+
+
+def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | None = None,
+                   methods: Sequence[str] = ("ibp", "crown-ibp"), attack_steps: int = 20,
+                   seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """Certify ``images`` (N×C×H×W in [0, 1]) with a run from ``ctxbudget.load_run``.
+
+    Returns ``(reports, budgets)``: one JSON-safe dict per image (keys ``prediction``, ``class``,
+    ``label``, ``correct`` (None without labels), ``eps0``, ``budget_stats`` {kind → min / max /
+    geometric mean of ε}, ``certified`` {kind → {method → bool}}, ``certified_any`` {kind → bool},
+    ``margin_lower_bound`` {kind → {method → float}}) and the budget tensors {kind → N×C×H×W}.
+    """
+    from ..evaluate import margin_lower_bounds, parse_methods, pgd_attack
+
+    methods = parse_methods(methods)
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise UserError(f"need a non-empty N×C×H×W batch of images, got shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
+        raise UserError("images must be finite pixels in [0, 1]")
+    classifier = run.classifier.eval()
+    with torch.no_grad():
+        logits = classifier(images)
+    k = int(logits.shape[1])
+    pred = logits.argmax(1)
+    if labels is None:
+        y, correct = pred.clone(), None
+    else:
+        if len(labels) != len(images) or any(not 0 <= int(v) < k for v in labels):
+            raise UserError(f"need one label in [0, {k}) per image, got {list(labels)}")
+        y = torch.as_tensor([int(v) for v in labels], dtype=torch.long)
+        correct = pred == y
+    ok = torch.ones_like(pred, dtype=torch.bool) if correct is None else correct
+    kinds: dict[str, Any] = {"uniform": UniformBudget(run.eps0)}
+    if run.kind != "uniform":
+        kinds = {"learned": run.threat, **kinds}
+    gen = torch.Generator().manual_seed(seed)
+    budgets: dict[str, torch.Tensor] = {}
+    lbs: dict[str, dict[str, torch.Tensor]] = {}
+    verified: dict[str, dict[str, torch.Tensor]] = {}
+    for kind, threat in kinds.items():
+        with torch.no_grad():
+            eps = threat(images)
+            lo, hi = input_box(images, eps)
+            lbs[kind] = {m: margin_lower_bounds(classifier, lo, hi, y, m) for m in methods}
+        budgets[kind] = eps
+        verified[kind] = {m: verified_decision(ok, lbs[kind][m]) for m in methods}
+        any_ok = torch.stack(list(verified[kind].values())).any(0)
+        if attack_steps > 0 and bool(any_ok.any()):
+            idx = any_ok.nonzero().flatten()
+            res = pgd_attack(classifier, images[idx], y[idx], eps[idx], steps=attack_steps, generator=gen)
+            if bool(res.broken.any()):
+                bad = int(idx[res.broken.nonzero()[0, 0]])
+                raise SoundnessError(f"image {bad} certified under {kind} budgets but broken by PGD "
+                                     f"(margin {float(res.min_margin.min()):.4g})")
+    names = _class_names(run.dataset)
+    reports = []
+    for i in range(len(images)):
+        stats = {}
+        for kind, eps in budgets.items():
+            e = eps[i:i + 1]
+            stats[kind] = {"min": float(e.min()), "max": float(e.max()),
+                           "geo_mean": math.exp(float(log_volume(e)[0]) / e.numel())}
+        reports.append({
+            "prediction": int(pred[i]),
+            "class": names[int(pred[i])] if int(pred[i]) < len(names) else str(int(pred[i])),
+            "label": int(y[i]),
+            "correct": None if correct is None else bool(correct[i]),
+            "eps0": float(run.eps0),
+            "budget_stats": stats,
+            "certified": {kd: {m: bool(v[i]) for m, v in d.items()} for kd, d in verified.items()},
+            "certified_any": {kd: any(bool(v[i]) for v in d.values()) for kd, d in verified.items()},
+            "margin_lower_bound": {kd: {m: float(v[i].min()) for m, v in d.items()} for kd, d in lbs.items()},
+        })
+    return reports, budgets
+
+
+def _class_names(dataset: str) -> list[str]:
+    from ..data import get_info
+
+    try:
+        return list(get_info(dataset).classes)
+    except ValueError:            # a user data set registered in another process
+        return []
