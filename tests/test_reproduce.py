@@ -71,7 +71,7 @@ def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp
     assert "| 24 (2) |" in text                                       # n per column
     assert "Contextuality" in text and "learned-0.4" in text
     summary = json.loads((tmp_path / "table1.json").read_text())
-    learned = [r for r in summary["rows"] if r["row"] == "learned-0.4"][0]
+    learned = next(r for r in summary["rows"] if r["row"] == "learned-0.4")
     assert 0.0 <= learned["ours"]["clean"] <= 1.0 and learned["contextuality"]["n"] == 24
     assert learned["soundness_violations"] == 0
 

@@ -1,4 +1,5 @@
-"""Command line: ``ctxbudget {train,evaluate,visualize,report,data,configs,export,certify,reproduce} …`` (also ``python -m ctxbudget``).
+"""Command line: ``ctxbudget {train,evaluate,visualize,report,data,configs,export,certify,reproduce} …``
+(also ``python -m ctxbudget``).
 
 This module only parses arguments and dispatches; each subcommand lives beside the code it drives
 and registers itself through an ``add_*_parser(subparsers)`` function that sets ``func``. Errors a
@@ -31,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .certify.commands import add_certify_parser
     from .data.commands import add_data_parser
     from .evaluate.commands import add_evaluate_parser, add_report_parser, add_visualize_parser
-    from .reproduce.commands import add_reproduce_parser
     from .export.commands import add_export_parser
     from .presets import add_configs_parser
+    from .reproduce.commands import add_reproduce_parser
     from .train.commands import add_train_parser
 
     add_train_parser(sub)

@@ -182,8 +182,9 @@ def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes:
     classifier = get_model(cfg.model.name, input_shape, num_classes, mean=mean, std=std)
     if cfg.budget.kind == "learned":
         dtype = generator_dtype(cfg.budget.generator_precision, device)
-        threat: BudgetModel = LearnedBudget(BudgetGenerator(input_shape, head=cfg.budget.generator), 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi,
-                                            compute_dtype=dtype)  # type: ignore[arg-type]
+        generator = BudgetGenerator(input_shape, head=cfg.budget.generator)
+        threat: BudgetModel = LearnedBudget(generator, 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi,
+                                            compute_dtype=dtype)
     else:
         threat = UniformBudget(0.0)
     return classifier, threat

@@ -18,6 +18,10 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -49,7 +53,7 @@ def tune_allocator() -> bool:
 GENERATOR_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def fast_bf16(device: "str | object" = "cpu") -> bool:
+def fast_bf16(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` multiplies bf16 matrices natively (so bf16 autocast pays off).
 
     CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the AMX-BF16 or AVX-512 BF16 instruction sets
@@ -58,7 +62,7 @@ def fast_bf16(device: "str | object" = "cpu") -> bool:
     """
     import torch
 
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    dev = device if isinstance(device, torch.device) else torch.device(device)
     if dev.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if dev.type != "cpu":
@@ -77,7 +81,7 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def generator_dtype(precision: str, device: "str | object" = "cpu") -> "object":
+def generator_dtype(precision: str, device: str | torch.device = "cpu") -> torch.dtype:
     """``torch.float32`` or ``torch.bfloat16`` for the budget generator's matrix products.
 
     ``precision``: ``float32``, ``bfloat16``, or ``auto`` (bf16 where :func:`fast_bf16` holds).

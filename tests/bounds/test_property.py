@@ -7,7 +7,6 @@ verification rule certifies has positive margins at every one of those points.
 """
 from __future__ import annotations
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

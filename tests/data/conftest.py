@@ -3,7 +3,6 @@ when it is available (never downloaded)."""
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
 from pathlib import Path

@@ -77,6 +77,7 @@ def test_table_names_example_counts_and_checkpoint(tmp_path):
     res = {**fake_results("learned", 0.3, 0.1, 0.5, 0.7667, 0.3), "n": 60, "n_liu2019": 10,
            "checkpoint": {"file": "checkpoints/last.pt", "epoch": 7, "step": 70}}
     row = markdown_table([res]).strip().splitlines()[-1]
-    assert row == "| 0.3 | learned 0.3 | 10.00 | 50.00 | 76.67 | 30.00 | 60 (Liu et al.: first 10) | checkpoints/last.pt, epoch 7 |"
+    assert row == ("| 0.3 | learned 0.3 | 10.00 | 50.00 | 76.67 | 30.00 | 60 (Liu et al.: first 10) "
+                   "| checkpoints/last.pt, epoch 7 |")
     table = format_results_table(res)
     assert "liu2019 (first 10 of 60)" in table and "checkpoint: checkpoints/last.pt, epoch 7" in table

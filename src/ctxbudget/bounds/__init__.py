@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from .engine import METHODS, Bounder, compute_bounds
 from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
-from .verify import Verdict, certify
 from .relu import relu_relaxation
+from .verify import Verdict, certify
 
 __all__ = [
     "METHODS",

@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from .layers import AvgPoolOp, ChannelAffineOp, ConvOp, FlattenOp, LinearOp, Op, ReluOp
+from .layers import AvgPoolOp, ChannelAffineOp, ConvOp, FlattenOp, LinearOp, Op
 
 #: τ = RTOL_FACTOR · finfo(dtype).eps · M (see the module docstring).
 RTOL_FACTOR = 32.0
@@ -172,7 +172,9 @@ def _engine_bound_fn(model: nn.Module, lo: Tensor, hi: Tensor, y: Tensor, method
     from .loss import margin_spec
 
     k = _num_outputs(model, lo)
-    return compute_bounds(model, lo, hi, method, C=margin_spec(y, k, lo.dtype, lo.device), bound_upper=False)[0]
+    lower = compute_bounds(model, lo, hi, method, C=margin_spec(y, k, lo.dtype, lo.device), bound_upper=False)[0]
+    assert lower is not None
+    return lower
 
 
 def _num_outputs(model: nn.Module, x: Tensor) -> int:

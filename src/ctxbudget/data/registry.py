@@ -2,7 +2,8 @@
 
 Registered names: ``mnist``, ``mnist-sample`` (embedded, offline), ``cifar10``, ``organamnist``,
 ``watermarked-mnist``, ``watermarked-mnist-sample`` (built on ``mnist-sample``),
-``doubled-cifar10``, ``doubled-mnist`` (the same construction on MNIST digits, 3×32×56) and ``doubled-mnist-sample``. Data files live under the data root (see
+``doubled-cifar10``, ``doubled-mnist`` (the same construction on MNIST digits, 3×32×56) and
+``doubled-mnist-sample``. Data files live under the data root (see
 :func:`ctxbudget.data.resolve_data_root`) in one folder per source set: ``mnist/``,
 ``cifar10/cifar-10-batches-py/``, ``organamnist/organamnist.npz``.
 """

@@ -16,7 +16,8 @@ from .report import format_results_table, load_results, markdown_table, report
 from .result import BudgetColumn, EvalResult, LiuColumn
 
 __all__ = [
-    "AttackResult", "BudgetColumn", "DEFAULT_METHODS", "EvalResult", "LiuColumn", "LiuResult", "evaluate_model", "evaluate_run", "format_results_table",
+    "AttackResult", "BudgetColumn", "DEFAULT_METHODS", "EvalResult", "LiuColumn", "LiuResult", "evaluate_model",
+    "evaluate_run", "format_results_table",
     "largest_uniform_eps", "liu_max_volume", "load_results", "load_split", "margin_lower_bounds", "margins",
     "markdown_table", "min_margin", "parse_methods", "pgd_attack", "report",
 ]

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import UserError
-from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .contextuality import budget_contextuality
+from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .report import format_contextuality, format_results_table, report
 
 _FMT = argparse.RawDescriptionHelpFormatter

@@ -33,11 +33,11 @@ from torch import nn
 from ..bounds.verify import BoundFn
 from ..budgets import UniformBudget
 from ..errors import UserError
+from .contextuality import budget_contextuality
 from .liu2019 import METHODS
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
 from .steps import AttackSettings, budget_column, clean_predictions, liu_column
-from .contextuality import budget_contextuality
 
 DEFAULT_METHODS = ("ibp", "crown-ibp")
 
@@ -196,5 +196,6 @@ def write_results(run_dir: Path, results: dict, records: dict[str, np.ndarray]) 
 
     atomic_write_bytes(run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
     buf = io.BytesIO()
-    np.savez_compressed(buf, **records)
+    arrays: dict[str, Any] = dict(records)
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(run_dir / "per_example.npz", buf.getvalue())

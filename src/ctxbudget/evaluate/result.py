@@ -130,7 +130,8 @@ class EvalResult:
             "seconds": dict(self.seconds),
         }
         for name, value in self.extra.items():
-            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+            out[name] = dataclasses.asdict(value) if is_instance else value
         return out
 
     def records(self) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def liu_column(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     dims = int(images[0].numel())
     logv, ok = np.full(n, np.nan), np.zeros(n, bool)
     violations: list[str] = []
-    kwargs = {} if bound_fn is None else {"bound_fn": bound_fn}
+    kwargs: dict[str, Any] = {} if bound_fn is None else {"bound_fn": bound_fn}
     for s in tqdm(batches(n_liu, batch_size), desc="liu2019", disable=not progress, leave=False):
         x, y = images[s], labels[s]
         res = liu_max_volume(classifier, x, y, method=method, iters=iters, lr=lr, progress=progress, **kwargs)

@@ -38,7 +38,8 @@ def add_reproduce_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every row (repeatable)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data root (default: $CTXBUDGET_DATA, ~/.cache/ctxbudget)")
-    p.add_argument("--eval-limit", type=int, default=None, metavar="N", help="evaluate on the first N test examples (default: all)")
+    p.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="evaluate on the first N test examples (default: all)")
     p.add_argument("--liu-limit", type=int, default=100, metavar="N", help="examples of the Liu et al. column (default: 100)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable

@@ -216,7 +216,8 @@ class Trainer:
         return {"epoch": epoch, "split": "train", "step": self.step, "eps0": eps0,
                 "loss": t["loss"] / n, "robust_loss": t["robust"] / n,
                 "clean_err": t["clean_wrong"] / n, "verified_err": t["verified_wrong"] / n,
-                "mean_eps": t["eps_sum"] / t["eps_n"] if t["eps_n"] else 0.0, "min_eps": lims[0] if math.isfinite(lims[0]) else 0.0,
+                "mean_eps": t["eps_sum"] / t["eps_n"] if t["eps_n"] else 0.0,
+                "min_eps": lims[0] if math.isfinite(lims[0]) else 0.0,
                 "max_eps": -lims[1] if math.isfinite(lims[1]) else 0.0,
                 "lr": self.optimizer.param_groups[0]["lr"], "kappa": kappa, "beta": beta,
                 "seconds": time.perf_counter() - start}
