@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ LOG = "train.log"
 LAST = "checkpoints/last.pt"
 BEST = "checkpoints/best.pt"
 FINAL = "final.pt"
+LOCK = ".lock"
 
 
 def _umask() -> int:
@@ -129,6 +131,40 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(obj, dict) or "classifier" not in obj:
         raise UserError(f"checkpoint {path} is not a ctxbudget checkpoint (no classifier weights)")
     return obj
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN_DIR/.lock`` exclusively (``fcntl.flock``) while a process trains or evaluates the run.
+
+    A second process that asks for the same run gets a ``UserError`` naming the holder's pid
+    instead of both writing checkpoints and metrics into one directory. The lock is released when
+    the block ends or the process dies (the kernel drops flocks of dead processes); the empty file
+    stays. Where ``fcntl`` is missing (Windows) this is a no-op.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            raise UserError(f"{run_dir} is in use by another ctxbudget process{f' (pid {holder})' if holder else ''}; "
+                            "wait for it to finish or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing the file releases the lock
 
 
 def is_run_dir(path: Path) -> bool:

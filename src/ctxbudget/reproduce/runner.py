@@ -160,11 +160,12 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
             log(f"[{name}/{plan.row.name}] resuming {plan.run_dir}")
             resume(plan.run_dir, device=device, progress=progress)
         log(f"[{name}/{plan.row.name}] evaluating")
-        run = load_run(plan.run_dir)
-        evaluate_run(run, limit=eval_limit, liu_limit=liu_limit, methods=methods, progress=progress)
-        if plan.row.uniform_eps is not None:
-            _evaluate_extra_uniform(run, plan.row.uniform_eps, eval_limit, methods)
-        visualize_run(run, plan.run_dir / "figures")
+        with rundir.exclusive(plan.run_dir):
+            run = load_run(plan.run_dir)
+            evaluate_run(run, limit=eval_limit, liu_limit=liu_limit, methods=methods, progress=progress)
+            if plan.row.uniform_eps is not None:
+                _evaluate_extra_uniform(run, plan.row.uniform_eps, eval_limit, methods)
+            visualize_run(run, plan.run_dir / "figures")
     path = write_tables(exp, plans, Path(out_dir), schedule)
     log(f"wrote {path}")
     return path

@@ -22,7 +22,9 @@ import os
 import random
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import ContextManager
 
 import numpy as np
 import torch
@@ -316,9 +318,21 @@ def _check_out_dir(out: Path) -> None:
         raise UserError(f"--out {out} exists and is not a directory")
 
 
+def _exclusive(run_dir: Path) -> ContextManager[None]:
+    """Rank 0 holds the run directory's lock (``run.exclusive``) while it trains; other ranks don't."""
+    return rundir.exclusive(run_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
+
+
 def train(cfg: RunConfig, out_dir: str | Path, device: str | None = None, progress: bool | None = None) -> Trainer:
     """Start a new run in ``out_dir`` (must be new or empty of runs) and train it to the end."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    with _exclusive(out):
+        return _train(cfg, out, device, progress)
+
+
+def _train(cfg: RunConfig, out: Path, device: str | None, progress: bool | None) -> Trainer:
     if int(os.environ.get("RANK", "0")) == 0:
         _check_out_dir(out)
     trainer = Trainer(cfg, out, device_name=device, progress=progress)
@@ -336,9 +350,15 @@ def train(cfg: RunConfig, out_dir: str | Path, device: str | None = None, progre
 def resume(run_dir: str | Path, overrides: dict | None = None, device: str | None = None,
            progress: bool | None = None) -> Trainer:
     """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (or from scratch if none yet)."""
+    run_dir = Path(run_dir)
+    rundir.read_config(run_dir)                # a clear error for a folder that holds no run
+    with _exclusive(run_dir):
+        return _resume(run_dir, overrides, device, progress)
+
+
+def _resume(run_dir: Path, overrides: dict | None, device: str | None, progress: bool | None) -> Trainer:
     from ..config import config_from_dict, merge
 
-    run_dir = Path(run_dir)
     cfg = rundir.read_config(run_dir)
     if overrides:
         rundir.check_resume_overrides(overrides, cfg.to_dict())
