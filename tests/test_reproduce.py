@@ -82,3 +82,9 @@ def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp
     with pytest.raises(UserError, match="another config"):
         plan_experiment("table1", tmp_path, schedule="cpu", overrides=TINY + ["budget.alpha_hi=3.0"],
                         data_dir=str(real_root), rows=ROWS)
+
+
+def test_table_only_runs_nothing(real_root, tmp_path):
+    md = run_experiment("table1", tmp_path, schedule="cpu", rows=["learned-0.4"], data_dir=str(real_root),
+                        table_only=True, log=lambda s: None)
+    assert "not finished (train)" in md.read_text() and not (tmp_path / "table1" / "learned-0.4").exists()

@@ -43,6 +43,8 @@ def add_reproduce_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--liu-limit", type=int, default=100, metavar="N", help="examples of the Liu et al. column (default: 100)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing; write OUT/EXPERIMENT.md from the rows that are finished and evaluated")
     p.add_argument("--list", action="store_true", help="list the experiments and their rows")
     p.set_defaults(func=run_reproduce)
     return p
@@ -78,5 +80,6 @@ def run_reproduce(args: argparse.Namespace) -> int:
                     print(cmd)
             continue
         run_experiment(name, args.out, schedule=args.schedule, overrides=args.overrides, data_dir=args.data_dir,
-                       rows=rows, eval_limit=args.eval_limit, liu_limit=args.liu_limit, device=args.device)
+                       rows=rows, eval_limit=args.eval_limit, liu_limit=args.liu_limit, device=args.device,
+                       table_only=args.table_only)
     return 0

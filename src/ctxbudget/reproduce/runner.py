@@ -136,9 +136,10 @@ def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", 
 def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", overrides: list[str] | None = None,
                    data_dir: str | None = None, rows: list[str] | None = None, eval_limit: int | None = None,
                    liu_limit: int = 100, methods: tuple[str, ...] = ("ibp", "crown-ibp"), device: str | None = None,
-                   progress: bool | None = False, log: Callable[[str], None] = print) -> Path:
+                   progress: bool | None = False, log: Callable[[str], None] = print,
+                   table_only: bool = False) -> Path:
     """Train/resume, evaluate and draw every row of experiment ``name``; write its table. Returns the
-    path of ``OUT/<name>.md``."""
+    path of ``OUT/<name>.md``. ``table_only``: run nothing, tabulate the rows that are done."""
     from ..evaluate.commands import visualize_run
     from ..evaluate.evaluate import evaluate_run
     from ..run import load_run
@@ -149,7 +150,7 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
     exp, plans = plan_experiment(name, out_dir, schedule=schedule, overrides=overrides, data_dir=data_dir,
                                  rows=rows, eval_args=eval_args)
     for plan in plans:
-        if plan.status in ("unavailable", "done"):
+        if plan.status in ("unavailable", "done") or table_only:
             log(f"[{name}/{plan.row.name}] {plan.status}{': ' + plan.reason if plan.reason else ''}")
             continue
         assert plan.config is not None
