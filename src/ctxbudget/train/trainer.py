@@ -223,7 +223,7 @@ class Trainer:
             eps = self.threat(x)
             lo, hi = input_box(x, eps)
             margins, _ = compute_bounds(self.classifier, lo, hi, method=self.cfg.eval.method,
-                                        C=margin_spec(y, self.info.num_classes))
+                                        C=margin_spec(y, self.info.num_classes), bound_upper=False)
             verified = correct & (margins.min(1).values > 0)
             flat = eps.reshape(len(y), -1)
             sums += torch.stack([torch.tensor(float(len(y)), device=self.device), (~correct).sum(), (~verified).sum(),
