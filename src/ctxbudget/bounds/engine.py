@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .crown import PreBounds, Relax, alpha_crown, backward_bound, crown_intermediate, relaxations
+from .alpha import alpha_crown
+from .crown import PreBounds, Relax, backward_bound, crown_intermediate, relaxations
 from .ibp import Box, ibp_forward, last_relu_index
 from .layers import parse_model, prepare
 
@@ -103,7 +104,7 @@ class Bounder:
 
     def crown_pre(self) -> PreBounds:
         if self._crown_pre is None:
-            self._crown_pre = crown_intermediate(self.ops, self.c, self.r)
+            self._crown_pre = crown_intermediate(self.ops, self.c, self.r, self.ibp_state()[0])
         return self._crown_pre
 
     # -- specifications -----------------------------------------------------------------------
@@ -133,13 +134,15 @@ class Bounder:
             return backward_bound(self.ops, n, A, relaxations(self.crown_pre()), self.c, self.r)
         if method == "alpha-crown":
             with torch.no_grad():
-                if alpha_intermediate == "crown":
+                if alpha_intermediate in ("optimized", "crown"):
                     pre = self.crown_pre()
                 elif alpha_intermediate == "ibp":
                     pre = self.ibp_state()[0]
                 else:
-                    raise ValueError(f"alpha_intermediate must be 'crown' or 'ibp', got {alpha_intermediate!r}")
-            return alpha_crown(self.ops, A, pre, self.c, self.r, steps=alpha_steps, lr=alpha_lr)
+                    raise ValueError("alpha_intermediate must be 'optimized', 'crown' or 'ibp', "
+                                     f"got {alpha_intermediate!r}")
+            return alpha_crown(self.ops, A, pre, self.c, self.r, steps=alpha_steps, lr=alpha_lr,
+                               optimize_intermediate=alpha_intermediate == "optimized")
         raise ValueError(f"unknown bound method {method!r}; choose one of {METHODS}")
 
     def ibp_output(self) -> tuple[Tensor, Tensor]:
