@@ -1,4 +1,4 @@
-"""Backward (CROWN) bound propagation: CROWN-IBP, full CROWN and α-CROWN.
+"""Backward (CROWN) bound propagation: CROWN-IBP and full CROWN (α-CROWN: :mod:`.alpha`).
 
 Notation: a *specification* is a tensor ``A0`` of shape B×S×out_shape (S rows of linear
 coefficients per sample on the network output). :func:`backward_bound` returns a lower bound of
