@@ -125,7 +125,8 @@ def test_alpha_optimized_helps_and_beats_fixed_intermediate() -> None:
     net = small_conv_net(5)
     x, xl, xu = random_box(4, (1, 8, 8), seed=4, scale=0.2)
     C = margin_spec(torch.tensor([4, 1, 2, 0]), 5, dtype=torch.float64)
-    clo, _ = compute_bounds(net, xl, xu, "crown", C=C, bound_upper=False)
+    with torch.no_grad():
+        clo, _ = compute_bounds(net, xl, xu, "crown", C=C, bound_upper=False)
     fixed, _ = compute_bounds(net, xl, xu, "alpha-crown", C=C, bound_upper=False, alpha_steps=20,
                               alpha_intermediate="crown")
     opt, _ = compute_bounds(net, xl, xu, "alpha-crown", C=C, bound_upper=False, alpha_steps=20,

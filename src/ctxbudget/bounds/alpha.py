@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .crown import backward_bound
 from .intermediate import PreBounds, Relax, ibp_is_exact, intersect_rows, rows_bounds, unstable_rows
-from .layers import Op, ReluOp
+from .layers import Op
 from .relu import relu_relaxation
 
 #: slope elements (B_chunk × rows × neurons, summed over (start, ReLU) pairs) per chunk of
