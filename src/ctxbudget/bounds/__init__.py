@@ -8,9 +8,10 @@ Public API::
     loss = robust_cross_entropy(model, x_lower, x_upper, y, method="crown-ibp", fusion=True, beta=1.0)
 
 Modules: ``layers`` (per-layer IBP and backward rules), ``relu`` (the ReLU relaxation), ``ibp`` (interval
-propagation), ``crown`` (backward propagation: CROWN-IBP, CROWN, α-CROWN), ``engine``
-(validation, :func:`compute_bounds`), ``loss`` (margin spec, robust cross-entropy), ``verify`` (the
-one rounding-safe rule deciding "verified": :func:`certify`).
+propagation), ``crown`` (backward propagation: CROWN-IBP, CROWN), ``intermediate`` (full-CROWN
+intermediate bounds of the unstable neurons), ``alpha`` (α-CROWN), ``engine`` (validation,
+:func:`compute_bounds`), ``loss`` (margin spec, robust cross-entropy), ``verify`` (the one
+rounding-safe rule deciding "verified": :func:`certify`).
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .crown import PreBounds, Relax, alpha_crown, backward_bound, crown_intermediate, relaxations
+from .alpha import alpha_crown
+from .crown import PreBounds, Relax, backward_bound, crown_intermediate, relaxations
 from .ibp import Box, ibp_forward, last_relu_index
 from .layers import parse_model, prepare
 
@@ -103,7 +104,7 @@ class Bounder:
 
     def crown_pre(self) -> PreBounds:
         if self._crown_pre is None:
-            self._crown_pre = crown_intermediate(self.ops, self.c, self.r)
+            self._crown_pre = crown_intermediate(self.ops, self.c, self.r, self.ibp_state()[0])
         return self._crown_pre
 
     # -- specifications -----------------------------------------------------------------------
@@ -121,7 +122,7 @@ class Bounder:
         return C.reshape(self.B, C.shape[1], *self.out_shape)
 
     def lower_rows(self, A: Tensor, method: str, alpha_steps: int = 20, alpha_lr: float = 0.1,
-                   alpha_intermediate: str = "crown") -> Tensor:
+                   alpha_intermediate: str = "optimized") -> Tensor:
         """Lower bound (B×S) of ``A · f(x)`` over the box for rows A (B×S×out_shape)."""
         n = len(self.ops)
         if method == "ibp":
@@ -133,13 +134,15 @@ class Bounder:
             return backward_bound(self.ops, n, A, relaxations(self.crown_pre()), self.c, self.r)
         if method == "alpha-crown":
             with torch.no_grad():
-                if alpha_intermediate == "crown":
+                if alpha_intermediate in ("optimized", "crown"):
                     pre = self.crown_pre()
                 elif alpha_intermediate == "ibp":
                     pre = self.ibp_state()[0]
                 else:
-                    raise ValueError(f"alpha_intermediate must be 'crown' or 'ibp', got {alpha_intermediate!r}")
-            return alpha_crown(self.ops, A, pre, self.c, self.r, steps=alpha_steps, lr=alpha_lr)
+                    raise ValueError("alpha_intermediate must be 'optimized', 'crown' or 'ibp', "
+                                     f"got {alpha_intermediate!r}")
+            return alpha_crown(self.ops, A, pre, self.c, self.r, steps=alpha_steps, lr=alpha_lr,
+                               optimize_intermediate=alpha_intermediate == "optimized")
         raise ValueError(f"unknown bound method {method!r}; choose one of {METHODS}")
 
     def ibp_output(self) -> tuple[Tensor, Tensor]:
@@ -152,7 +155,7 @@ class Bounder:
 def compute_bounds(model: nn.Module, x_lower: Tensor, x_upper: Tensor, method: str = "crown-ibp",
                    C: Optional[Tensor] = None, *, x: Optional[Tensor] = None, bound_lower: bool = True,
                    bound_upper: bool = True, alpha_steps: int = 20, alpha_lr: float = 0.1,
-                   alpha_intermediate: str = "crown") -> tuple[Optional[Tensor], Optional[Tensor]]:
+                   alpha_intermediate: str = "optimized") -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Bounds of ``C @ model(x')`` (or of ``model(x')`` if C is None) for all x' in the box.
 
     Args:
@@ -164,8 +167,10 @@ def compute_bounds(model: nn.Module, x_lower: Tensor, x_upper: Tensor, method: s
         x: the clean batch (B×in_shape) for BatchNorm layers in training mode (default: box centre).
         bound_lower, bound_upper: skip the side not needed (it is returned as None); each side
             costs one backward pass for the CROWN methods.
-        alpha_steps, alpha_lr, alpha_intermediate: α-CROWN settings (Adam steps, learning rate,
-            "crown" or "ibp" intermediate bounds).
+        alpha_steps, alpha_lr, alpha_intermediate: α-CROWN settings (Adam steps, learning rate
+            ×0.98 per step, intermediate bounds: "optimized" = full CROWN, then re-optimised with
+            their own slopes where a layer has at most ``alpha.MAX_INTERMEDIATE_ROWS`` unstable
+            neurons per sample; "crown" = full CROWN, fixed; "ibp" = IBP, fixed).
 
     Returns:
         ``(lower, upper)``, each B×S (B×K when C is None), dtype/device of the input box.
