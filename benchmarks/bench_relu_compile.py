@@ -28,12 +28,23 @@ def rule_c(A, dl, du, bu):
 
 comp = torch.compile(rule_c, dynamic=False)
 for S in (1, 9):
-    A = torch.randn(128, S, 16, 13, 13); dl = torch.rand(128, 1, 16, 13, 13).round(); du = torch.rand(128, 1, 16, 13, 13); bu = torch.rand(128, 1, 16, 13, 13)
-    t = time.perf_counter(); r1 = comp(A, dl, du, bu); tc = time.perf_counter() - t
+    A = torch.randn(128, S, 16, 13, 13)
+    dl = torch.rand(128, 1, 16, 13, 13).round()
+    du = torch.rand(128, 1, 16, 13, 13)
+    bu = torch.rand(128, 1, 16, 13, 13)
+    t = time.perf_counter()
+    r1 = comp(A, dl, du, bu)
+    tc = time.perf_counter() - t
     r0 = rule(A, dl, du, bu)
     assert torch.allclose(r0[0], r1[0]) and torch.allclose(r0[1], r1[1], atol=1e-4)
     e, c = [], []
     for _ in range(15):
-        t = time.perf_counter(); rule(A, dl, du, bu); e.append(time.perf_counter() - t)
-        t = time.perf_counter(); comp(A, dl, du, bu); c.append(time.perf_counter() - t)
-    print(f"S={S}: first compiled call {tc:.1f} s; eager {statistics.median(e)*1e3:.2f} ms, compiled {statistics.median(c)*1e3:.2f} ms, ratio {statistics.median(e)/statistics.median(c):.2f}x")
+        t = time.perf_counter()
+        rule(A, dl, du, bu)
+        e.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        comp(A, dl, du, bu)
+        c.append(time.perf_counter() - t)
+    me, mc = statistics.median(e), statistics.median(c)
+    print(f"S={S}: first compiled call {tc:.1f} s; eager {me * 1e3:.2f} ms, compiled {mc * 1e3:.2f} ms, "
+          f"ratio {me / mc:.2f}x")

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 import ctxbudget.bounds.alpha as alpha_mod
 import ctxbudget.bounds.intermediate as inter
 from ctxbudget.bounds import Bounder, compute_bounds, margin_spec

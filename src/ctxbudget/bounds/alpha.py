@@ -157,7 +157,8 @@ def _bound(ops: Sequence[Op], A: Tensor, pre: PreBounds, relax0: Relax, starts: 
         if j in starts:
             idx, count = starts[j]
             rel = _relax_for(j, cur, alphas)
-            lc, uc = rows_bounds(ops, j, idx, lambda end, Ab: backward_bound(ops, end, Ab, rel, c, r), c.dtype)
+            lc, uc = rows_bounds(ops, j, idx, lambda end, Ab, rel=rel: backward_bound(ops, end, Ab, rel, c, r),
+                                 c.dtype)
             l, u = intersect_rows(l0.reshape(B, -1), u0.reshape(B, -1), idx, count, lc, uc)
             l, u = l.view_as(l0), u.view_as(u0)
             d_low, d_up, b_up = relu_relaxation(l, u)
