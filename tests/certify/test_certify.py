@@ -86,10 +86,19 @@ def test_rgb_model_rejects_two_channel_image(tmp_path):
         load_image(tmp_path / "t.npy", (3, 8, 8))
 
 
-def test_verified_decision_rule():
+def test_verified_decision_is_the_shared_rounding_safe_rule():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x = torch.rand(4, 1, 2, 2)
+    lo, hi = (x - 0.01).clamp(0, 1), (x + 0.01).clamp(0, 1)
+    y = torch.tensor([0, 1, 2, 0])
     lb = torch.tensor([[0.5, 1e-7], [0.5, 0.0], [0.5, -1.0], [2.0, 3.0]])
     correct = torch.tensor([True, True, True, False])
-    assert verified_decision(correct, lb).tolist() == [True, False, False, False]
+    # 1e-7 lies inside the rounding tolerance: not a certificate (a plain "> 0" would say yes)
+    got = verified_decision(model, lo, hi, y, "ibp", correct, lb, x)
+    assert got.tolist() == [False, False, False, False]
+    ok = verified_decision(model, lo, hi, y, "ibp", correct, lb + 1.0, x)
+    assert ok.tolist() == [True, True, False, False]
 
 
 def test_certificates_match_the_bound_engine(tiny_run_dir, digits):

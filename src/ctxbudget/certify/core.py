@@ -17,11 +17,14 @@ from ..budgets import UniformBudget, input_box, log_volume
 from ..errors import SoundnessError, UserError
 
 
-def verified_decision(correct: torch.Tensor, margin_lower: torch.Tensor) -> torch.Tensor:
-    """The verification rule (B bools): classified correctly and every margin lower bound
-    ``m̲_j`` (B×(K−1), j ≠ y) is > 0. The single place certify decides; swap in the shared,
-    rounding-safe helper of ``ctxbudget.evaluate`` once it exists."""
-    return correct & (margin_lower.min(dim=1).values > 0)
+def verified_decision(classifier: Any, lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor, method: str,
+                      correct: torch.Tensor, margin_lower: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The verification rule (B bools): classified correctly and every margin lower bound ``m̲_j``
+    (B×(K−1), j ≠ y) certifies, decided by the one rounding-safe rule ``ctxbudget.bounds.certify``
+    (tolerance scaled to the margin's magnitude, float64 re-check near 0)."""
+    from ..bounds.verify import certify
+
+    return certify(classifier, lo, hi, y, method, lower=margin_lower, correct=correct, x=images).verified
 
 
 def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | None = None,
@@ -67,7 +70,7 @@ def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | No
             lo, hi = input_box(images, eps)
             lbs[kind] = {m: margin_lower_bounds(classifier, lo, hi, y, m) for m in methods}
         budgets[kind] = eps
-        verified[kind] = {m: verified_decision(ok, lbs[kind][m]) for m in methods}
+        verified[kind] = {m: verified_decision(classifier, lo, hi, y, m, ok, lbs[kind][m], images) for m in methods}
         any_ok = torch.stack(list(verified[kind].values())).any(0)
         if attack_steps > 0 and bool(any_ok.any()):
             idx = any_ok.nonzero().flatten()
