@@ -20,6 +20,7 @@ Shapes: A is B×S×out_shape; c, r (box centre/radius) B×in_shape; pre-activati
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -147,6 +148,11 @@ def _relax_for(t: int, cur: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]],
     return out
 
 
+def _rows_bound(ops: Sequence[Op], rel: Relax, c: Tensor, r: Tensor, end: int, A: Tensor) -> Tensor:
+    """``backward_bound`` with this pass's slopes bound in (the ``bound_fn`` of ``rows_bounds``)."""
+    return backward_bound(ops, end, A, rel, c, r)
+
+
 def _bound(ops: Sequence[Op], A: Tensor, pre: PreBounds, relax0: Relax, starts: dict[int, tuple[Tensor, Tensor]],
            alphas: dict[tuple[int, int], Tensor], c: Tensor, r: Tensor) -> Tensor:
     """One α-CROWN pass: intermediate bounds with their slopes, then the final rows (B×S)."""
@@ -157,8 +163,7 @@ def _bound(ops: Sequence[Op], A: Tensor, pre: PreBounds, relax0: Relax, starts: 
         if j in starts:
             idx, count = starts[j]
             rel = _relax_for(j, cur, alphas)
-            lc, uc = rows_bounds(ops, j, idx, lambda end, Ab, rel=rel: backward_bound(ops, end, Ab, rel, c, r),
-                                 c.dtype)
+            lc, uc = rows_bounds(ops, j, idx, functools.partial(_rows_bound, ops, rel, c, r), c.dtype)
             l, u = intersect_rows(l0.reshape(B, -1), u0.reshape(B, -1), idx, count, lc, uc)
             l, u = l.view_as(l0), u.view_as(u0)
             d_low, d_up, b_up = relu_relaxation(l, u)
