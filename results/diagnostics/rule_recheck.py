@@ -1,5 +1,8 @@
 """Re-decide 'verified' for every results row with the final rule (bounds.verify.certify) and compare
-with the plain '> 0' rule the evaluation of commit 52ad172 used."""
+with the plain '> 0' rule the evaluation of commit 52ad172 used.
+
+    python results/diagnostics/rule_recheck.py RESULTS_DIR OUT.json   # RESULTS_DIR holds the runs' final.pt
+"""
 import glob, json, sys, torch
 from ctxbudget.run import load_run
 from ctxbudget.evaluate.evaluate import load_split
@@ -8,7 +11,8 @@ from ctxbudget.bounds import compute_bounds, margin_spec
 from ctxbudget.bounds.verify import certify
 torch.set_num_threads(2)
 out = {}
-for d in sorted(glob.glob("/work/exp/results/*/*/final.pt")):
+root = sys.argv[1].rstrip("/") + "/"
+for d in sorted(glob.glob(root + "*/*/final.pt")):
     d = d.rsplit("/", 1)[0]
     run = load_run(d)
     ds = load_split(run, "test")
@@ -24,6 +28,6 @@ for d in sorted(glob.glob("/work/exp/results/*/*/final.pt")):
                 old = correct & (lb.min(1).values > 0)
                 new = certify(run.classifier, lo, hi, y, m, lower=lb, correct=correct, x=x).verified
                 diff += int((old != new).sum()); n_ok_old += int(old.sum()); n_ok_new += int(new.sum())
-    out[d.replace("/work/exp/results/", "")] = {"verified_old_rule": n_ok_old, "verified_new_rule": n_ok_new, "decisions_that_differ": diff}
-    print(d, out[d.replace("/work/exp/results/", "")], flush=True)
-json.dump(out, open("/work/main/results/rule_recheck.json", "w"), indent=1)
+    out[d.replace(root, "")] = {"verified_old_rule": n_ok_old, "verified_new_rule": n_ok_new, "decisions_that_differ": diff}
+    print(d, out[d.replace(root, "")], flush=True)
+json.dump(out, open(sys.argv[2], "w"), indent=1)
