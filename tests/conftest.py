@@ -35,9 +35,8 @@ def real_root() -> Path:
 
 
 
-@pytest.fixture
-def tiny_run_dir(tmp_path):
-    """An untrained learned-budget run on mnist-sample (DM-small, ε0 = 0.3) written with ctxbudget.run."""
+def write_untrained_run(out: Path, eps0: float) -> Path:
+    """An untrained learned-budget run on mnist-sample (DM-small, α = 0.5 / 2.0) written with ctxbudget.run."""
     import torch
 
     from ctxbudget.config import config_from_dict
@@ -46,11 +45,22 @@ def tiny_run_dir(tmp_path):
 
     torch.manual_seed(0)
     cfg = config_from_dict({"data": {"name": "mnist-sample"}, "model": {"name": "dm-small"},
-                            "budget": {"kind": "learned", "eps0": 0.3, "alpha_lo": 0.5, "alpha_hi": 2.0}})
+                            "budget": {"kind": "learned", "eps0": eps0, "alpha_lo": 0.5, "alpha_hi": 2.0}})
     info = get_info("mnist-sample")
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std)
-    out = tmp_path / "run"
-    out.mkdir()
+    out.mkdir(parents=True)
     write_config(out, cfg)
     atomic_torch_save({"classifier": classifier.state_dict(), "generator": threat.generator.state_dict()}, out / FINAL)
     return out
+
+
+@pytest.fixture
+def untrained_run():
+    """``untrained_run(out, eps0)``: write an untrained learned-budget run (see ``write_untrained_run``)."""
+    return write_untrained_run
+
+
+@pytest.fixture
+def tiny_run_dir(tmp_path):
+    """An untrained learned-budget run on mnist-sample (DM-small, ε0 = 0.3) written with ctxbudget.run."""
+    return write_untrained_run(tmp_path / "run", 0.3)

@@ -7,19 +7,8 @@ from ctxbudget.cli import main
 
 
 @pytest.fixture
-def run_dir(tmp_path):
-    from ctxbudget.config import config_from_dict
-    from ctxbudget.data import get_info
-    from ctxbudget.run import FINAL, atomic_torch_save, build_models, write_config
-
-    cfg = config_from_dict({"data": {"name": "mnist-sample"}, "model": {"name": "dm-small"},
-                            "budget": {"kind": "learned", "eps0": 0.05, "alpha_lo": 0.5, "alpha_hi": 2.0}})
-    info = get_info("mnist-sample")
-    classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std)
-    out = tmp_path / "run"
-    out.mkdir()
-    write_config(out, cfg)
-    atomic_torch_save({"classifier": classifier.state_dict(), "generator": threat.generator.state_dict()}, out / FINAL)
+def run_dir(tmp_path, untrained_run):
+    out = untrained_run(tmp_path / "run", 0.05)
     (out / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "split": "test", "clean_err": 0.5,
                                                            "verified_err": 0.9, "eps0": 0.05 * e / 2}) + "\n"
                                                for e in (1, 2)))
