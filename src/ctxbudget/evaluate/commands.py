@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import UserError
-from .contextuality import budget_contextuality
+from .contextuality import contextuality_of
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .report import format_contextuality, format_results_table, report
 
@@ -157,8 +157,8 @@ def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | Non
     if regions is not None:
         stats["regions"] = viz.region_budget_stats(all_eps, regions[:m], run.eps0)
     if m >= 2:
-        stats["contextuality"] = budget_contextuality(run.budgets, ds.images[:m], dataset_name=run.dataset,
-                                                      regions=None if regions is None else regions[:m])
+        stats["contextuality"] = contextuality_of(all_eps, ds.images[:m], dataset_name=run.dataset,
+                                                  regions=None if regions is None else regions[:m])
     out.mkdir(parents=True, exist_ok=True)
     (out / "budget_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return {"paths": [str(p) for p in paths] + [str(out / "budget_stats.json")], "stats": stats}

@@ -79,13 +79,21 @@ def budget_contextuality(budgets: Callable[[torch.Tensor], torch.Tensor], images
     pair of :func:`region_masks` a dict ``{mean, mean_other, count, count_other, ratio}``.
     """
     n = int(images.shape[0])
+    eps = torch.cat([budgets(images[i:min(i + batch_size, n)]).float() for i in range(0, n, batch_size)])
+    return contextuality_of(eps, images, dataset_name=dataset_name, regions=regions)
+
+
+def contextuality_of(eps: torch.Tensor, images: torch.Tensor, *, dataset_name: str = "",
+                     regions: torch.Tensor | None = None) -> dict:
+    """:func:`budget_contextuality` for budgets already computed (``eps``: N×C×H×W, pixel units)."""
+    n = int(images.shape[0])
     if n < 2:
         raise ValueError("contextuality needs at least 2 images")
     if regions is not None and regions.shape[0] != n:
         raise ValueError(f"regions hold {regions.shape[0]} examples, images {n}")
-    eps = torch.cat([budgets(images[i:min(i + batch_size, n)]).float() for i in range(0, n, batch_size)])
     if eps.shape != images.shape:
         raise ValueError(f"budgets returned shape {tuple(eps.shape)} for images {tuple(images.shape)}")
+    eps = eps.float()
     out: dict = {"n": n, "mean_eps": float(eps.double().mean()),
                  "input_dependent_share": input_dependent_share(eps.clamp_min(1e-30).log())}
     for name, (first, second) in region_masks(dataset_name, images, regions).items():

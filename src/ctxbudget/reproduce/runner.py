@@ -97,9 +97,9 @@ def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", 
             raise UserError(f"unknown row(s) {', '.join(bad)} of {name}; rows: {', '.join(sorted(known))}")
         chosen = [r for r in exp.rows if r.name in rows]
     plans = []
+    ok, why = data_available(exp.dataset, data_dir)           # every row trains on the same data set
     for row in chosen:
         run_dir = out / name / row.name
-        ok, why = data_available(exp.dataset, data_dir)
         kind = "uniform" if "uniform" in row.config else "learned"
         ovr = schedule_overrides(exp, row, schedule, kind) + list(overrides or [])
         if data_dir is not None:

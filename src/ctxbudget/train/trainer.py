@@ -314,8 +314,6 @@ def _check_out_dir(out: Path) -> None:
     if rundir.is_run_dir(out) or (out / rundir.METRICS).exists():
         raise UserError(f"{out} already holds a run; continue it with 'ctxbudget train --resume {out}' "
                         "or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
 
 
 def _exclusive(run_dir: Path) -> ContextManager[None]:
