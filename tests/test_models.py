@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from ctxbudget.models import BudgetGenerator, Normalize, get_model
+from ctxbudget.models.generator import DEFAULT_HEAD, coarse_grid
 
 SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "doubled-cifar10": ((3, 36, 64), 10),
           "watermarked-mnist": ((1, 28, 28), 20), "organamnist": ((1, 28, 28), 11)}
@@ -45,7 +46,7 @@ def test_normalize_and_errors():
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 36, 64)])
 def test_generator_shape_range(shape):
-    g = BudgetGenerator(shape)
+    g = BudgetGenerator(shape, head="dense")
     out = g(torch.rand(2, *shape))
     assert out.shape == (2, *shape) and (out > 0).all() and (out < 1).all()
     c, h, w = shape
@@ -53,3 +54,79 @@ def test_generator_shape_range(shape):
     assert sum(p.numel() for p in g.parameters()) == expected
     with pytest.raises(ValueError):
         g(torch.rand(2, c, h + 1, w))
+
+
+@pytest.mark.parametrize("head", ["context", "conv", "dense"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 36, 56)])
+def test_every_head_maps_images_to_scores(head, shape):
+    g = BudgetGenerator(shape, head=head)
+    out = g(torch.rand(3, *shape))
+    assert out.shape == (3, *shape) and (out > 0).all() and (out < 1).all()
+
+
+def test_default_head_is_context_and_unknown_heads_are_rejected():
+    assert BudgetGenerator((1, 8, 8)).head_kind == "context" == DEFAULT_HEAD
+    with pytest.raises(ValueError, match="generator head"):
+        BudgetGenerator((1, 8, 8), head="mlp")
+
+
+def _trained_like(g):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.normal_(0, 0.3)
+    return g
+
+
+def test_context_head_cannot_store_a_position_fixed_map():
+    """On a blank image every interior pixel gets the same score (no parity mask, no fixed map finer than
+    the coarse cells): the local path is translation-equivariant, and the coarse map is smooth."""
+    g = _trained_like(BudgetGenerator((1, 28, 28), head="context"))
+    with torch.no_grad():
+        g.head.coarse.weight.zero_()
+        g.head.coarse.bias.zero_()
+        blank = g(torch.zeros(1, 1, 28, 28))[0, 0]
+    interior = blank[6:-6, 6:-6]
+    assert torch.allclose(interior, interior[0, 0].expand_as(interior), atol=1e-6)
+    dense = _trained_like(BudgetGenerator((1, 28, 28), head="dense"))
+    with torch.no_grad():
+        d = dense(torch.zeros(1, 1, 28, 28))[0, 0, 6:-6, 6:-6]
+    assert d.std() > 1e-2                                        # the paper's head stores a map
+
+
+def test_context_head_follows_a_shifted_image_and_sees_distant_cues():
+    g = _trained_like(BudgetGenerator((1, 28, 28), head="context"))
+    x = torch.zeros(1, 1, 28, 28)
+    x[:, :, 10:14, 9:12] = 1.0
+    with torch.no_grad():
+        film, coarse = g.head.film.weight.clone(), g.head.coarse.weight.clone()
+        for layer in (g.head.film, g.head.coarse):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        shifted = torch.roll(x, shifts=(3, 4), dims=(2, 3))
+        a, b = g(x), g(shifted)                      # local path alone: equivariant to shifts
+        assert torch.allclose(torch.roll(a, shifts=(3, 4), dims=(2, 3))[..., 8:-8, 8:-8], b[..., 8:-8, 8:-8],
+                              atol=1e-5)
+        g.head.film.weight.copy_(film)
+        g.head.coarse.weight.copy_(coarse)
+        cue = x.clone()
+        cue[:, :, 0:3, 25:28] = 1.0                   # a mark far outside the 9×9 field of pixel (20, 5)
+        near, far = g(x)[0, 0, 20, 5], g(cue)[0, 0, 20, 5]
+    assert abs(float(near - far)) > 1e-4             # the global context reaches every pixel
+    fresh = BudgetGenerator((1, 28, 28), head="context")
+    assert fresh.head.coarse.weight.abs().sum() == 0 and fresh.head.film.weight.abs().sum() == 0
+    assert coarse_grid(28, 28) == (4, 4) and coarse_grid(36, 56) == (5, 8)
+
+
+def test_runs_saved_before_the_generator_key_load_with_the_papers_head(tmp_path):
+    import yaml
+
+    from ctxbudget.config import load_config
+    from ctxbudget.run import read_config, write_config
+
+    write_config(tmp_path, load_config("quickstart"))
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert data["budget"]["generator"] == "context"
+    del data["budget"]["generator"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    assert read_config(tmp_path).budget.generator == "dense"

@@ -2,7 +2,7 @@ import sys, torch
 sys.argv.pop(0)
 from ctxbudget.run import load_run
 from ctxbudget.data import get_dataset
-from ctxbudget.evaluate.contextuality import budget_contextuality
+from ctxbudget.contextuality import budget_contextuality
 from ctxbudget import viz
 torch.set_num_threads(1)
 run = load_run(sys.argv[0], checkpoint="last")

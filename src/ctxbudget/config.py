@@ -43,7 +43,8 @@ class BudgetConfig:
     alpha_lo: float = 0.5                 # lower limit l = α_lo·ε0
     alpha_hi: float = 2.0                 # upper limit u = min(α_hi·ε0, 1)
     train_eps_factor: float = 1.0         # train at factor·ε0 (CROWN-IBP CIFAR: 1.1), evaluate at ε0
-    generator: str = "dense"              # dense (the paper: Linear head over the whole image) | conv (local)
+    generator: str = "context"            # context (local + global context; follows the image) | dense (the
+                                          # paper: Linear head, stores position-fixed masks) | conv (local)
     generator_precision: str = "auto"     # auto | float32 | bfloat16: the generator's matmuls (auto: bf16
                                           # where the hardware has fast bf16); bounds stay full precision
 

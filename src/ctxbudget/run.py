@@ -203,11 +203,19 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
     atomic_write_bytes(Path(run_dir) / CONFIG, dump_config(cfg).encode())
 
 
+#: the generator head of runs whose config.yaml predates ``budget.generator`` (the paper's dense head)
+LEGACY_GENERATOR_HEAD = "dense"
+
+
 def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UserError(f"{run_dir} is not a ctxbudget run directory (no {CONFIG})")
-    return config_from_dict(read_yaml(path))
+    data = read_yaml(path)
+    budget = data.get("budget") if isinstance(data, dict) else None
+    if isinstance(budget, dict) and "generator" not in budget:
+        budget["generator"] = LEGACY_GENERATOR_HEAD      # runs saved before the key existed
+    return config_from_dict(data)
 
 
 def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes: int,

@@ -83,8 +83,14 @@ def budget_grid(images: ArrayLike, eps: ArrayLike, upper: float, *, labels: Sequ
 
 def training_curves(metrics: Sequence[dict]) -> Figure:
     """Clean / verified error (train and test, %) and ε0 against epoch, from ``metrics.jsonl`` rows
-    (keys ``epoch``, ``split``, ``clean_err``, ``verified_err``, ``eps0``)."""
-    fig, (ax, ax_eps) = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    (keys ``epoch``, ``split``, ``clean_err``, ``verified_err``, ``eps0``); where the test rows carry
+    contextuality (``input_dependent_share``, ``ratio_*``), a third panel plots it, so a
+    position-fixed mask shows as the share falling towards 0."""
+    test_ctx = sorted((r for r in metrics if str(r.get("split")) == "test" and r.get("input_dependent_share") is not None),
+                      key=lambda r: r["epoch"])
+    panels = 3 if test_ctx else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.0 * panels, 3.0))
+    ax, ax_eps = axes[0], axes[1]
     splits = sorted({str(r.get("split", "train")) for r in metrics})
     styles = {"train": "--", "test": "-"}
     for split in splits:
@@ -102,8 +108,25 @@ def training_curves(metrics: Sequence[dict]) -> Figure:
     ax.set(xlabel="epoch", ylabel="error (%)", ylim=(0, 100), title="errors")
     ax_eps.set(xlabel="epoch", ylabel="ε0 (pixel units)", title="target volume ε0")
     ax.legend(fontsize=7)
-    for a in (ax, ax_eps):
+    for a in axes:
         a.grid(alpha=0.3)
+    if test_ctx:
+        ax_ctx = axes[2]
+        ep = [r["epoch"] for r in test_ctx]
+        ax_ctx.plot(ep, [100 * r["input_dependent_share"] for r in test_ctx], color="black",
+                    label="input-dependent share (%)")
+        ratio_keys = sorted({k for r in test_ctx for k in r if k.startswith("ratio_")})
+        ax_ratio = ax_ctx.twinx() if ratio_keys else None
+        for key, color in zip(ratio_keys, ("tab:purple", "tab:orange", "tab:cyan", "tab:olive")):
+            assert ax_ratio is not None
+            vals = [r.get(key) if r.get(key) is not None else np.nan for r in test_ctx]
+            ax_ratio.plot(ep, vals, "--", color=color, label=key.replace("ratio_", "").replace("_", " ") + " (ratio)")
+        if ax_ratio is not None:
+            ax_ratio.set_ylabel("mean ε ratio", fontsize=8)
+            ax_ratio.axhline(1.0, color="0.6", linewidth=0.6)
+            ax_ratio.legend(fontsize=6, loc="upper right")
+        ax_ctx.set(xlabel="epoch", ylabel="share (%)", ylim=(0, 100), title="contextuality (test)")
+        ax_ctx.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -19,6 +19,11 @@ def tiny_config(*extra):
     return load_config(None, TINY + list(extra))
 
 
+def run_test_images(run, n):
+    from ctxbudget.data import get_dataset
+    return get_dataset(run.dataset, "test").images[:n]
+
+
 def _params(state):
     return torch.cat([v.flatten().double() for v in state.values()])
 
@@ -49,6 +54,16 @@ def test_train_writes_run_directory_and_load_run(tmp_path, kind):
     if kind == "learned":
         assert eps.min() >= 0.05 - 1e-6 and eps.max() <= 0.2 + 1e-6
         assert not torch.allclose(eps, torch.full_like(eps, 0.1))
+    # contextuality on the test lines where budgets are learned and ε0 > 0 (not in the natural epoch)
+    tests = [r for r in rows if r["split"] == "test"]
+    assert "input_dependent_share" not in tests[0]
+    if kind == "learned":
+        from ctxbudget.contextuality import budget_contextuality
+        ctx = budget_contextuality(run.budgets, run_test_images(run, 60))
+        assert tests[-1]["input_dependent_share"] == pytest.approx(ctx["input_dependent_share"], rel=1e-6)
+        assert tests[-1]["ratio_stroke_vs_background"] == pytest.approx(ctx["stroke_vs_background"]["ratio"], rel=1e-6)
+    else:
+        assert all("input_dependent_share" not in r for r in tests)
 
 
 def test_deterministic_for_fixed_seed(tmp_path):

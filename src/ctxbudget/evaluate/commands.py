@@ -13,8 +13,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ..contextuality import contextuality_of
 from ..errors import UserError
-from .contextuality import contextuality_of
+from .blindness import blindness_stats
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .report import format_contextuality, format_results_table, report
 
@@ -159,6 +160,8 @@ def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | Non
     if m >= 2:
         stats["contextuality"] = contextuality_of(all_eps, ds.images[:m], dataset_name=run.dataset,
                                                   regions=None if regions is None else regions[:m])
+        if run.kind == "learned":
+            stats["blindness"] = blindness_stats(run.classifier, all_eps, ds.images[:m], ds.labels[:m])
     out.mkdir(parents=True, exist_ok=True)
     (out / "budget_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return {"paths": [str(p) for p in paths] + [str(out / "budget_stats.json")], "stats": stats}

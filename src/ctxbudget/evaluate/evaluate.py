@@ -32,8 +32,8 @@ from torch import nn
 
 from ..bounds.verify import BoundFn
 from ..budgets import UniformBudget
+from ..contextuality import budget_contextuality
 from ..errors import UserError
-from .contextuality import budget_contextuality
 from .liu2019 import METHODS
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any

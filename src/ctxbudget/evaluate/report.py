@@ -76,7 +76,7 @@ _REGION_NAMES = {"stroke_vs_background": ("stroke", "background"),
 
 
 def format_contextuality(ctx: dict) -> str:
-    """One line per statistic of ``evaluate.contextuality.budget_contextuality`` for the console."""
+    """One line per statistic of ``ctxbudget.contextuality.budget_contextuality`` for the console."""
     lines = [f"contextuality over {ctx['n']} images: input-dependent share of log-budget variance "
              f"{100 * ctx['input_dependent_share']:.1f}%"]
     for key, (a, b) in _REGION_NAMES.items():

@@ -1,33 +1,87 @@
-"""The budget-generator network g_θ (the paper's Appendix A), and a local variant.
+"""The budget-generator network g_θ: the paper's dense head and two heads that follow the image.
 
-``BudgetGenerator(input_shape, head="dense")`` maps an image batch B×C×H×W in [0, 1] to
-g ∈ (0, 1)^{B×C×H×W}:
+``BudgetGenerator(input_shape, head=...)`` maps an image batch B×C×H×W in [0, 1] to scores
+g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbudget.budgets``' job.
 
-* ``head="dense"`` (the paper): Conv(C→4, k=3, pad=1) → ReLU → Conv(4→8, k=3, pad=1) → ReLU →
-  Flatten → Linear(8·H·W → C·H·W) → Sigmoid. Padding 1 keeps the spatial size (the paper does not
-  state it). The dense head sees the whole image (needed where the label-carrying region is
-  chosen by a distant cue, as the border of the Doubled data sets), but it can also store one fixed
-  budget mask for every image in its weights and bias.
-* ``head="conv"`` (not in the paper): the same two convolutions, then Conv(8→C, k=3, pad=1) →
-  Sigmoid. Each budget depends on the 7×7 neighbourhood of its pixel only, so budgets follow the
-  image content and the generator cannot store a position-fixed mask. It has 409 instead of
-  4.9 M weights on MNIST.
-
-Turning g into budgets (range and volume constraints) is ``ctxbudget.budgets``' job.
+* ``head="dense"`` (the paper, Appendix A): Conv(C→4, 3) → ReLU → Conv(4→8, 3) → ReLU → Flatten →
+  Linear(8·H·W → C·H·W) → Sigmoid (padding 1 keeps the size; the paper does not state it). It sees
+  the whole image, but its 4.9 M-weight Linear layer can also store one budget map for every image in
+  its bias, and trained jointly with a stride-2 classifier it does: a position-fixed parity mask
+  (see ``results/README.md``).
+* ``head="conv"`` (local): the same two convolutions, then Conv(8→C, 3) → Sigmoid. Each budget
+  depends on the 7×7 neighbourhood of its pixel; it cannot store a position-fixed map, but it cannot
+  see a distant cue either.
+* ``head="context"`` (the default; see :class:`ContextHead`): local convolutions (9×9 receptive field)
+  whose channels are modulated by a summary of the whole image, plus a coarse (about 7×7-pixel
+  cells) map chosen from that summary. Budgets follow the local content, a distant cue (the border of
+  the Doubled data sets) can move budget between image regions, and no fine position-fixed mask
+  (such as a parity checkerboard) can be stored.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-HEADS = ("dense", "conv")
+HEADS = ("context", "dense", "conv")
+DEFAULT_HEAD = "context"
+
+
+def coarse_grid(h: int, w: int, cell: int = 7) -> tuple[int, int]:
+    """Cells of the context head's coarse map: about ``cell`` pixels per cell, at least 1."""
+    return max(1, round(h / cell)), max(1, round(w / cell))
+
+
+class ContextHead(nn.Module):
+    """Local features modulated by global context: B×C×H×W images → B×C×H×W logits.
+
+    * local path: Conv(C→8, 3) → ReLU → Conv(8→16, 3) → ReLU → Conv(16→16, 3, dilation 2) → ReLU
+      (9×9 receptive field; translation-equivariant away from the image border);
+    * context vector z (32): the local features averaged over the image (16) and the image
+      average-pooled to 4×4 cells (C·16), through Linear → ReLU;
+    * FiLM: per-channel scale and shift of the local features from z (Linear(32 → 2·16));
+    * coarse map: Linear(32 → C·gh·gw), bilinearly upsampled to H×W and added to the logits
+      (gh×gw from :func:`coarse_grid`, 4×4 on MNIST): it can move budget between regions of an
+      image as the context says, but has no resolution for a pixel-level mask;
+    * output: Conv(16→C, 1) + coarse map.
+
+    The FiLM and coarse layers start at zero, so training starts from the local head.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], width: int = 16, context: int = 32) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.size = (h, w)
+        self.grid = coarse_grid(h, w)
+        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(8, width, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU())
+        self.summary = nn.Sequential(nn.Linear(width + c * 16, context), nn.ReLU())
+        self.film = nn.Linear(context, 2 * width)
+        self.coarse = nn.Linear(context, c * self.grid[0] * self.grid[1])
+        for layer in (self.film, self.coarse):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.out = nn.Conv2d(width, c, 1)
+        self.channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        feats = self.local(x)                                                  # B×W×H×W
+        pooled = torch.cat([feats.mean(dim=(2, 3)), F.adaptive_avg_pool2d(x, 4).flatten(1)], dim=1)
+        z = self.summary(pooled)                                               # B×context
+        scale, shift = self.film(z).chunk(2, dim=1)
+        feats = feats * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        coarse = self.coarse(z).view(b, self.channels, *self.grid)
+        coarse = F.interpolate(coarse, size=self.size, mode="bilinear", align_corners=False)
+        return self.out(feats) + coarse
 
 
 class BudgetGenerator(nn.Module):
-    """g_θ: B×C×H×W images → B×C×H×W scores in (0, 1)."""
+    """g_θ: B×C×H×W images → B×C×H×W scores in (0, 1); ``head`` one of :data:`HEADS`."""
 
     def __init__(self, input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8),
-                 head: str = "dense") -> None:
+                 head: str = DEFAULT_HEAD) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"generator head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -35,10 +89,16 @@ class BudgetGenerator(nn.Module):
         self.input_shape = (c, h, w)
         self.head_kind = head
         c1, c2 = hidden_channels
+        self.features: nn.Module
+        self.head: nn.Module
+        if head == "context":
+            self.features = nn.Identity()
+            self.head = ContextHead(self.input_shape)
+            return
         convs: list[nn.Module] = [nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()]
         if head == "dense":
             self.features = nn.Sequential(*convs, nn.Flatten())
-            self.head: nn.Module = nn.Linear(c2 * h * w, c * h * w)
+            self.head = nn.Linear(c2 * h * w, c * h * w)
         else:
             self.features = nn.Sequential(*convs)
             self.head = nn.Conv2d(c2, c, 3, padding=1)
@@ -47,3 +107,11 @@ class BudgetGenerator(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"BudgetGenerator expects B×{'×'.join(map(str, self.input_shape))} input, got {tuple(x.shape)}")
         return torch.sigmoid(self.head(self.features(x))).view_as(x)
+
+
+def num_weights(module: nn.Module) -> int:
+    """Number of trainable scalars of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]

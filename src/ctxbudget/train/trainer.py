@@ -36,6 +36,7 @@ from ..bounds import compute_bounds, margin_spec
 from ..bounds.verify import certify
 from ..budgets import LearnedBudget, input_box
 from ..config import RunConfig
+from ..contextuality import ContextualityAccumulator, contextuality_row
 from ..data import augment_crop_flip, get_dataset
 from ..errors import UserError
 from ..runtime import generator_dtype
@@ -96,6 +97,7 @@ class Trainer:
         self.train_y = train.labels[:n_train].to(self.device)
         self.test_x = test.images[:n_test].to(self.device)
         self.test_y = test.labels[:n_test].to(self.device)
+        self.test_regions = None if test.regions is None else test.regions[:n_test].to(self.device)
 
         if cfg.budget.generator_precision == "auto":   # record what "auto" chose, so evaluation matches
             cfg.budget.generator_precision = str(generator_dtype("auto", self.device)).replace("torch.", "")
@@ -235,12 +237,18 @@ class Trainer:
         xs, ys = self.test_x[r::w], self.test_y[r::w]
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # n, clean_wrong, verified_wrong, loss, eps_sum
         mins = torch.tensor([math.inf, math.inf], dtype=torch.float64, device=self.device)  # min eps, −max eps
+        regions = None if self.test_regions is None else self.test_regions[r::w]
+        context = (ContextualityAccumulator(tuple(xs.shape[1:]), dataset_name=self.cfg.data.name,
+                                            regions=regions is not None, shift=math.log(eps0))
+                   if isinstance(self.threat, LearnedBudget) and eps0 > 0 else None)
         bs = self.cfg.eval.batch_size
         for i in range(0, len(xs), bs):
             x, y = xs[i:i + bs], ys[i:i + bs]
             logits = self.classifier(x)
             correct = logits.argmax(1) == y
             eps = self.threat(x)
+            if context is not None:
+                context.update(eps, x, None if regions is None else regions[i:i + bs])
             lo, hi = input_box(x, eps)
             margins, _ = compute_bounds(self.classifier, lo, hi, method=self.cfg.eval.method,
                                         C=margin_spec(y, self.info.num_classes), bound_upper=False)
@@ -253,10 +261,16 @@ class Trainer:
         D.all_reduce_(sums)
         D.all_reduce_(mins, op="min")
         n = max(sums[0].item(), 1.0)
-        return {"epoch": epoch, "split": "test", "step": self.step, "eps0": eps0, "loss": sums[3].item() / n,
-                "clean_err": sums[1].item() / n, "verified_err": sums[2].item() / n, "mean_eps": sums[4].item() / n,
-                "min_eps": mins[0].item() if n else 0.0, "max_eps": -mins[1].item() if n else 0.0,
-                "method": self.cfg.eval.method, "seconds": time.perf_counter() - start}
+        row = {"epoch": epoch, "split": "test", "step": self.step, "eps0": eps0, "loss": sums[3].item() / n,
+               "clean_err": sums[1].item() / n, "verified_err": sums[2].item() / n, "mean_eps": sums[4].item() / n,
+               "min_eps": mins[0].item() if n else 0.0, "max_eps": -mins[1].item() if n else 0.0,
+               "method": self.cfg.eval.method}
+        if context is not None:
+            context.load_sums(D.all_reduce_(context.sums().to(self.device)))
+            if context.state[0] >= 2:
+                row.update(contextuality_row(context.result()))
+        row["seconds"] = time.perf_counter() - start
+        return row
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict | None:

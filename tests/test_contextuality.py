@@ -1,10 +1,10 @@
-"""Contextuality statistics of budget maps (ctxbudget.evaluate.contextuality)."""
+"""Contextuality statistics of budget maps (ctxbudget.contextuality)."""
 import math
 
 import pytest
 import torch
 
-from ctxbudget.evaluate.contextuality import budget_contextuality, input_dependent_share, region_masks
+from ctxbudget.contextuality import budget_contextuality, input_dependent_share, region_masks
 
 
 def test_share_is_zero_for_one_fixed_map_and_one_for_zero_mean_maps():
@@ -78,3 +78,39 @@ def test_batches_do_not_run_past_the_end():
 
     ctx = budget_contextuality(budgets, images, batch_size=256)
     assert seen == [256, 44] and ctx["n"] == 300
+
+
+def test_accumulator_over_batches_equals_the_whole_set_and_merges_like_ranks():
+    from ctxbudget.contextuality import ContextualityAccumulator, contextuality_of
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(37, 1, 8, 8, generator=g)
+    regions = torch.zeros(37, 1, 8, 8, dtype=torch.bool)
+    regions[:, :, 2:6, :3] = True
+    eps = 0.3 * torch.exp(torch.randn(1, 1, 8, 8, generator=g) + 0.5 * torch.randn(37, 1, 8, 8, generator=g))
+    whole = contextuality_of(eps, images, dataset_name="watermarked-mnist", regions=regions)
+    L = eps.double().log().reshape(37, -1)
+    expected = float(((L - L.mean(0)) ** 2).sum() / ((L - L.mean()) ** 2).sum())
+    assert whole["input_dependent_share"] == pytest.approx(expected, rel=1e-9)
+    ranks = [ContextualityAccumulator((1, 8, 8), dataset_name="watermarked-mnist", regions=True, shift=math.log(0.3))
+             for _ in range(2)]
+    for i in range(0, 37, 5):                                        # batches dealt to two "ranks"
+        ranks[(i // 5) % 2].update(eps[i:i + 5], images[i:i + 5], regions[i:i + 5])
+    ranks[0].load_sums(ranks[0].sums() + ranks[1].sums())
+    merged = ranks[0].result()
+    assert merged["n"] == 37
+    assert merged["input_dependent_share"] == pytest.approx(expected, rel=1e-9)
+    for key in ("stroke_vs_background", "watermark_vs_elsewhere"):
+        for stat in ("mean", "mean_other", "ratio"):
+            assert merged[key][stat] == pytest.approx(whole[key][stat], rel=1e-9)
+        assert merged[key]["count"] == whole[key]["count"]
+    with pytest.raises(ValueError, match="regions"):
+        ranks[1].update(eps[:2], images[:2])
+
+
+def test_contextuality_row_flattens_share_and_ratios():
+    from ctxbudget.contextuality import contextuality_row
+
+    ctx = {"n": 3, "mean_eps": 0.2, "input_dependent_share": 0.25,
+           "stroke_vs_background": {"mean": 0.1, "mean_other": 0.4, "ratio": 0.25}}
+    assert contextuality_row(ctx) == {"input_dependent_share": 0.25, "ratio_stroke_vs_background": 0.25}
