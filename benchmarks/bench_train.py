@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py --data-dir ../shared/data            # full MNIST, DM-small
     python benchmarks/bench_train.py --steps 50 --model dm-large           # extrapolated from 50 steps
+    python benchmarks/bench_train.py --device cuda --head dense            # on a GPU, the paper's head
 
 Times the trainer's own step (``ctxbudget.train.objective.Objective`` + backward + Adam) for
 natural training (ε0 = 0) and for certified training at the target ε0 with β = 1 (CROWN-IBP pass
@@ -21,9 +22,15 @@ import torch
 from ctxbudget.budgets import LearnedBudget, UniformBudget
 from ctxbudget.data import get_dataset
 from ctxbudget.models import BudgetGenerator, get_model
+from ctxbudget.models.generator import DEFAULT_HEAD, HEADS
 from ctxbudget.runtime import tune_allocator
 from ctxbudget.train.objective import Objective
 from ctxbudget.train.trainer import make_adam
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: float, method: str, fusion: bool,
@@ -36,8 +43,9 @@ def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: floa
     g = torch.Generator().manual_seed(0)
 
     def step() -> float:
-        idx = torch.randint(0, len(x_all), (batch,), generator=g)
-        x, y = x_all[idx], y_all[idx]
+        idx = torch.randint(0, len(x_all), (batch,), generator=g).to(x_all.device)
+        x, y = x_all[idx], y_all[idx]                 # data stay on the device: no host copies
+        _sync(x_all.device)
         t0 = time.perf_counter()
         if generator_only:
             objective.threat.eps0 = eps0
@@ -47,6 +55,7 @@ def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: floa
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        _sync(x_all.device)
         return time.perf_counter() - t0
 
     return step
@@ -61,29 +70,35 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after 2 warm-up)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--head", default=DEFAULT_HEAD, choices=HEADS, help="generator head (default: %(default)s)")
     args = ap.parse_args()
+    device = torch.device(args.device)
     tune_allocator()  # as `ctxbudget train` does
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ds = get_dataset(args.data, "train", root=args.data_dir)
     shape, k = ds.info.input_shape, ds.info.num_classes
     steps_per_epoch = len(ds) // args.batch_size
-    classifier = get_model(args.model, shape, k, ds.info.mean, ds.info.std)
-    learned = LearnedBudget(BudgetGenerator(shape), args.eps0, 0.5, 2.0, compute_dtype=torch.float32)
-    learned_bf16 = LearnedBudget(BudgetGenerator(shape), args.eps0, 0.5, 2.0, compute_dtype=torch.bfloat16)
-    configs = [("natural", UniformBudget(0.0), 0.0, "ibp", True, 1.0, False),
+    images, labels = ds.images.to(device), ds.labels.to(device)
+    classifier = get_model(args.model, shape, k, ds.info.mean, ds.info.std).to(device)
+    learned = LearnedBudget(BudgetGenerator(shape, head=args.head), args.eps0, 0.5, 2.0,
+                            compute_dtype=torch.float32).to(device)
+    learned_bf16 = LearnedBudget(BudgetGenerator(shape, head=args.head), args.eps0, 0.5, 2.0,
+                                 compute_dtype=torch.bfloat16).to(device)
+    configs = [("natural", UniformBudget(0.0).to(device), 0.0, "ibp", True, 1.0, False),
                ("(generator alone, float32: ε(x) + backward + Adam)", learned, args.eps0, "ibp", True, 0.5, True),
                ("(generator alone, bf16 autocast)", learned_bf16, args.eps0, "ibp", True, 0.5, True),
                ("learned, IBP", learned, args.eps0, "ibp", True, 0.5, False),
                ("learned, CROWN-IBP loss fusion (generator float32)", learned, args.eps0, "crown-ibp", True, 0.5, False),
                ("learned, CROWN-IBP loss fusion (generator bf16)", learned_bf16, args.eps0, "crown-ibp", True, 0.5, False),
                ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5, False),
-               ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0), args.eps0, "crown-ibp", True, 0.5, False)]
+               ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0).to(device), args.eps0, "crown-ibp", True, 0.5, False)]
     steps = []
     for _name, threat, eps0, method, fusion, kappa, gen_only in configs:
         obj = Objective(classifier, threat)
         params = list(threat.parameters()) if gen_only else list(classifier.parameters()) + list(threat.parameters())
-        steps.append(make_step(obj, params, ds.images, ds.labels, args.batch_size, eps0, method, fusion, kappa, gen_only))
+        steps.append(make_step(obj, params, images, labels, args.batch_size, eps0, method, fusion, kappa, gen_only))
     # round robin, so that load changes on a shared machine hit every configuration alike
     times: list[list[float]] = [[] for _ in configs]
     for i in range(args.steps + 2):
@@ -93,8 +108,9 @@ def main() -> None:
                 times[j].append(t)
     medians = [statistics.median(t) for t in times]
     natural = medians[0]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{args.model} on {args.data} ({len(ds)} images, batch {args.batch_size}, {steps_per_epoch} steps/epoch, "
-          f"{args.threads} threads, eps0 {args.eps0}; median of {args.steps} steps)")
+          f"{where}, eps0 {args.eps0}, generator head {args.head}; median of {args.steps} steps)")
     print("| configuration | step (ms) | s / epoch | × natural |\n|---|---|---|---|")
     for (name, *_), t in zip(configs, medians):
         print(f"| {name} | {1000 * t:.1f} | {t * steps_per_epoch:.1f} | {t / natural:.2f} |")

@@ -81,6 +81,43 @@ def budget_grid(images: ArrayLike, eps: ArrayLike, upper: float, *, labels: Sequ
     return fig
 
 
+def compare_budget_maps(images: ArrayLike, rows: Sequence[tuple[str, ArrayLike, float, Sequence[str]]], *,
+                        titles: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """Inputs on top, then one row of budget maps ε/u per generator (the same images, side by side).
+
+    Args:
+        images: N×C×H×W in [0, 1]. rows: ``(name, eps N×C×H×W, upper u, notes)`` per row; ``notes``
+            (N strings) are written under each map (e.g. the panel's contextuality figures).
+        titles: N strings above the inputs (e.g. the labels).
+    """
+    imgs = _np(images).astype(np.float32)
+    n = imgs.shape[0]
+    cell = 1.5 * imgs.shape[2] / imgs.shape[3]
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(1.5 * n + 1.2, (cell + 0.55) * (1 + len(rows)) + 0.4),
+                             squeeze=False)
+    im = None
+    for j in range(n):
+        _show_image(axes[0, j], imgs[j])
+        if titles is not None:
+            axes[0, j].set_title(titles[j], fontsize=8)
+    for r, (name, eps, upper, notes) in enumerate(rows, start=1):
+        rel = _np(eps).astype(np.float32).mean(axis=1) / max(float(upper), 1e-12)
+        for j in range(n):
+            im = axes[r, j].imshow(rel[j], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+            if j < len(notes):
+                axes[r, j].set_xlabel(notes[j], fontsize=6)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    fig.subplots_adjust(left=0.07, right=0.9, bottom=0.05, top=0.88 if title else 0.93, wspace=0.08, hspace=0.35)
+    if im is not None:
+        fig.colorbar(im, cax=fig.add_axes((0.92, 0.1, 0.015, 0.6))).set_label("ε / u", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def training_curves(metrics: Sequence[dict]) -> Figure:
     """Clean / verified error (train and test, %) and ε0 against epoch, from ``metrics.jsonl`` rows
     (keys ``epoch``, ``split``, ``clean_err``, ``verified_err``, ``eps0``); where the test rows carry

@@ -27,6 +27,12 @@ HEADS = ("context", "dense", "conv")
 DEFAULT_HEAD = "context"
 
 
+#: largest magnitude (logits) of the context head's coarse map: enough to move budget between image
+#: regions as a distant cue says (±1 logit ≈ ×4 in ε where u/l = 20), too little to be the whole map
+#: (unbounded, it learned one fixed disc for every image on the quick start: share 0.6 %)
+COARSE_RANGE = 1.0
+
+
 def coarse_grid(h: int, w: int, cell: int = 7) -> tuple[int, int]:
     """Cells of the context head's coarse map: about ``cell`` pixels per cell, at least 1."""
     return max(1, round(h / cell)), max(1, round(w / cell))
@@ -40,9 +46,10 @@ class ContextHead(nn.Module):
     * context vector z (32): the local features averaged over the image (16) and the image
       average-pooled to 4×4 cells (C·16), through Linear → ReLU;
     * FiLM: per-channel scale and shift of the local features from z (Linear(32 → 2·16));
-    * coarse map: Linear(32 → C·gh·gw), bilinearly upsampled to H×W and added to the logits
-      (gh×gw from :func:`coarse_grid`, 4×4 on MNIST): it can move budget between regions of an
-      image as the context says, but has no resolution for a pixel-level mask;
+    * coarse map: ``COARSE_RANGE · tanh(Linear(32 → C·gh·gw))``, bilinearly upsampled to H×W and
+      added to the logits (gh×gw from :func:`coarse_grid`, 4×4 on MNIST): it can move budget between
+      regions of an image as the context says, but has no resolution for a pixel-level mask and,
+      bounded to ±1 logit, cannot replace the local map by one fixed coarse map;
     * output: Conv(16→C, 1) + coarse map.
 
     The FiLM and coarse layers start at zero, so training starts from the local head.
@@ -72,7 +79,7 @@ class ContextHead(nn.Module):
         z = self.summary(pooled)                                               # B×context
         scale, shift = self.film(z).chunk(2, dim=1)
         feats = feats * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        coarse = self.coarse(z).view(b, self.channels, *self.grid)
+        coarse = COARSE_RANGE * torch.tanh(self.coarse(z)).view(b, self.channels, *self.grid)
         coarse = F.interpolate(coarse, size=self.size, mode="bilinear", align_corners=False)
         return self.out(feats) + coarse
 
@@ -114,4 +121,4 @@ def num_weights(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]
+__all__ = ["COARSE_RANGE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]

@@ -220,7 +220,8 @@ def row_summary(exp: Experiment, plan: RowPlan) -> dict:
         extra = plan.run_dir / f"results_uniform-{plan.row.uniform_eps:g}.json"
         ours["uniform"] = json.loads(extra.read_text())["verified_err"]["uniform"] if extra.is_file() else None
     epochs, seconds = _wall(plan.run_dir)
-    out.update(ours=ours, kind=kind, n=res["n"], n_liu2019=res.get("n_liu2019"), epochs=epochs,
+    head = rundir.read_config(plan.run_dir).budget.generator if kind == "learned" else "–"
+    out.update(ours=ours, kind=kind, head=head, n=res["n"], n_liu2019=res.get("n_liu2019"), epochs=epochs,
                train_seconds=seconds, eval_seconds=res.get("seconds", {}).get("total"),
                contextuality=res.get("contextuality"), soundness_violations=res.get("soundness_violations"),
                config_overrides=plan.overrides)
@@ -232,7 +233,7 @@ def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule:
     from ..evaluate.report import contextuality_table
 
     summaries = [row_summary(exp, p) for p in plans]
-    head = ["row", "clean err. ours / paper", "verified Liu et al. ours / paper",
+    head = ["row", "schedule", "generator head", "clean err. ours / paper", "verified Liu et al. ours / paper",
             "verified uniform ours / paper", "verified learned ours / paper", "PGD err. ours", "n test (Liu)",
             "epochs", "train time", "note"]
     lines = [f"# {exp.title}", "", f"Paper's claim: {exp.claim}.", "",
@@ -243,12 +244,14 @@ def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule:
         p = s["paper"]
         if "ours" not in s:
             status = s["reason"] or f"not finished ({s['status']})"
-            cells = [s["row"], *[f"not run / {_paper(p.get(k))}" for k in ("clean", "liu2019", "uniform", "learned")],
+            cells = [s["row"], schedule, "–",
+                     *[f"not run / {_paper(p.get(k))}" for k in ("clean", "liu2019", "uniform", "learned")],
                      "–", "–", "–", "–", status]
         else:
             o = s["ours"]
             mins = s["train_seconds"] / 60
-            cells = [s["row"], *[f"{_pct(o[k])} / {_paper(p.get(k))}" for k in ("clean", "liu2019", "uniform", "learned")],
+            cells = [s["row"], schedule, s["head"],
+                     *[f"{_pct(o[k])} / {_paper(p.get(k))}" for k in ("clean", "liu2019", "uniform", "learned")],
                      _pct(o["attack_learned"]), f"{s['n']} ({s['n_liu2019']})", str(s["epochs"]), f"{mins:.0f} min",
                      s["note"]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,0 +1,97 @@
+"""The paper's Figures 2, 4 and 5 with both generator heads side by side: results/figures.md.
+
+For each figure's setting, 8 test images, the budget maps of the paper's dense head and of the
+default context head (the same classifier recipe and schedule), with each panel's contextuality
+figures under it (mean ε on the stroke / background pixels of that image, on the lit watermark /
+outside its box, on the attended / ignored half) and each run's input-dependent share over 1,000
+test images.
+
+    python results/figures.py --runs runs --out results
+
+expects the runs of ``ctxbudget reproduce EXPERIMENT --out RUNS/cpu-dense --schedule cpu --set
+budget.generator=dense`` and ``... --out RUNS/cpu-context --schedule cpu`` (rows below).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import ctxbudget
+from ctxbudget import viz
+from ctxbudget.contextuality import contextuality_of, region_masks
+from ctxbudget.evaluate.evaluate import load_split
+
+FIGURES = (  # (name, the paper's figure, experiment/row)
+    ("figure2", "Figure 2: MNIST, ε0 = 0.6 (learned budgets follow each digit)", "table1/learned-0.6"),
+    ("figure4", "Figure 4: Watermarked MNIST, ε0 = 0.3 (small budgets on the watermark)", "table3/learned-0.3"),
+    ("figure5", "Figure 5 on Doubled MNIST, ε0 = 0.3 (large budgets on the ignored half)", "doubled-mnist/learned-0.3"),
+)
+HEADS = (("dense (paper)", "cpu-dense"), ("context (default)", "cpu-context"))
+SHORT = {"stroke_vs_background": "s/b", "watermark_vs_elsewhere": "wm/out", "attended_vs_ignored": "att/ign"}
+
+
+def panel_notes(eps: torch.Tensor, images: torch.Tensor, dataset: str, regions: torch.Tensor | None) -> list[str]:
+    """Per image: the ratios of mean budgets of the region pairs of ``contextuality.region_masks``."""
+    notes = []
+    for i in range(len(images)):
+        masks = region_masks(dataset, images[i:i + 1], None if regions is None else regions[i:i + 1])
+        parts = []
+        for name, (a, b) in masks.items():
+            ea, eb = eps[i:i + 1][a], eps[i:i + 1][b]
+            if ea.numel() and eb.numel():
+                parts.append(f"{SHORT[name]} {float(ea.mean() / eb.mean()):.2f}")
+        notes.append(" ".join(parts))
+    return notes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default="runs", help="folder holding cpu-dense/ and cpu-context/")
+    ap.add_argument("--out", default="results", help="writes OUT/figures.md and OUT/figures/*.png")
+    ap.add_argument("--num", type=int, default=8)
+    args = ap.parse_args()
+    out = Path(args.out)
+    lines = ["# The paper's budget-map figures: dense head (the paper's) vs context head (the default)", "",
+             "Eight test images per setting (the first eight of the test split), `cpu` schedule, same classifier "
+             "recipe; under each map: mean budget on stroke / background pixels of that image (s/b), on the lit "
+             "watermark / outside its box (wm/out), on the attended / ignored half (att/ign). Lighter = larger "
+             "budget (ε/u). Re-create with `python results/figures.py --runs runs --out results` after the runs "
+             "named in its docstring.", ""]
+    for name, caption, row in FIGURES:
+        runs = [(label, Path(args.runs) / folder / row) for label, folder in HEADS]
+        missing = [str(p) for _, p in runs if not (p / "config.yaml").is_file()]
+        if missing:
+            lines += [f"## {caption}", "", f"not drawn: no run in {', '.join(missing)}", ""]
+            continue
+        loaded = [(label, ctxbudget.load_run(p)) for label, p in runs]
+        ds = load_split(loaded[0][1], "test")
+        x = ds.images[:args.num]
+        regions = getattr(ds, "regions", None)
+        rows, stats = [], []
+        for label, run in loaded:
+            with torch.no_grad():
+                eps = run.budgets(x)
+                many = torch.cat([run.budgets(ds.images[i:i + 250]) for i in range(0, 1000, 250)])
+            ctx = contextuality_of(many, ds.images[:1000], dataset_name=run.dataset,
+                                   regions=None if regions is None else regions[:1000])
+            share = 100 * ctx["input_dependent_share"]
+            rows.append((f"{label}\nshare {share:.1f} %", eps, run.limits()[1],
+                         panel_notes(eps, x, run.dataset, None if regions is None else regions[:args.num])))
+            ratios = ", ".join(f"{SHORT[k]} ×{v['ratio']:.2f}" for k, v in ctx.items()
+                               if isinstance(v, dict) and v.get("ratio") is not None)
+            stats.append(f"| {label} | `{run.run_dir}` | {share:.1f} | {ratios} |")
+        classes = list(getattr(ds.info, "classes", []) or [])
+        titles = [classes[int(t)] if classes else str(int(t)) for t in ds.labels[:args.num]]
+        fig = viz.compare_budget_maps(x, rows, titles=titles, title=caption)
+        viz.save_figure(fig, out / "figures" / name, formats=("png",))
+        lines += [f"## {caption}", "", f"![{name}](figures/{name}.png)", "",
+                  "| head | run | input-dependent share (%), 1,000 test images | mean-ε ratios |", "|---|---|---|---|",
+                  *stats, ""]
+    (out / "figures.md").write_text("\n".join(lines))
+    print(f"wrote {out / 'figures.md'}")
+
+
+if __name__ == "__main__":
+    main()
