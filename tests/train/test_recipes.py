@@ -225,3 +225,28 @@ def test_trainer_with_every_recipe_option_resumes_exactly(tmp_path, monkeypatch)
         sa, sb = a.state_dict(), b.state_dict()      # weights and BatchNorm running statistics
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any("running_mean" in k for k in straight.classifier.state_dict())
+
+
+# ------------------------------------------------------------------ packaged recipe and experiment
+def test_fast_configs_and_experiment():
+    from ctxbudget.reproduce import EXPERIMENTS
+    from ctxbudget.reproduce.experiments import schedule_overrides
+    from ctxbudget.reproduce.runner import config_path
+
+    learned, uniform = load_config("mnist-learned-0.4-fast"), load_config("mnist-uniform-0.4-fast")
+    for cfg in (learned, uniform):
+        assert (cfg.model.name, cfg.model.init, cfg.loss.method) == ("dm-small-bn", "ibp", "ibp")
+        assert cfg.loss.warmup_reg == 0.5 and cfg.optim.grad_clip == 10.0 and cfg.loss.mtl_alpha is None
+        assert (cfg.optim.epochs, cfg.schedule.start, cfg.schedule.length) == (70, 2, 20)
+        assert cfg.budget.eps0 == 0.4
+    a, b = learned.to_dict(), uniform.to_dict()
+    a["budget"]["kind"] = "uniform"
+    a["description"] = b["description"]
+    assert a == b                                           # the pair differs only in the kind of budget
+    exp = EXPERIMENTS["fast"]
+    assert [r.config for r in exp.rows] == ["mnist-uniform-0.4-fast", "mnist-learned-0.4-fast"]
+    assert exp.rows[1].paper == EXPERIMENTS["table1"].rows[1].paper
+    for row in exp.rows:                                    # the cpu schedule keeps the recipe's classifier
+        kind = "uniform" if "uniform" in row.name else "learned"
+        cfg = load_config(config_path(row.config), schedule_overrides(exp, row, "cpu", kind))
+        assert cfg.model.name == "dm-small-bn" and cfg.loss.warmup_reg == 0.5 and cfg.optim.epochs == 20
