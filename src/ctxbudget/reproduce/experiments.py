@@ -128,7 +128,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
              note="ours: DM-small-BN; paper: DM-large, CROWN-IBP, 200 epochs"),
          Row("learned-0.4", "mnist-learned-0.4-fast", _p(1.41, 7.97, 58.10, 7.81),
              note="ours: DM-small-BN; paper: DM-small, CROWN-IBP, 100 epochs")),
-        claim="not a claim of the paper: whether Shi et al.'s recipe (built for uniform IBP training) reaches "
+        claim="none (not in the paper); it asks whether Shi et al.'s recipe (built for uniform IBP training) reaches "
               "Table 1's ε0 = 0.4 numbers in fewer epochs, for learned and uniform budgets alike",
         cpu=("model.name=dm-small-bn",)),   # the cpu schedule's uniform rows would otherwise drop BatchNorm
 )}

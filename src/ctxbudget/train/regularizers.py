@@ -64,13 +64,14 @@ def warmup_regularizers(bd: Bounder, tol: float = 0.5) -> tuple[Tensor, Tensor]:
     delta0 = input_radius(bd).mean()
     tight, relu = zero, zero
     for l, u in pre.values():
-        c, d = (u + l) * 0.5, (u - l) * 0.5
+        c, d = ((u + l) * 0.5).flatten(), ((u - l) * 0.5).flatten()
         tight = tight + torch.relu(tol - delta0 / d.mean().clamp_min(1e-12)) / tol
         with torch.no_grad():
-            active, inactive = (l > 0).to(c.dtype), (u < 0).to(c.dtype)
+            active, inactive = (l > 0).flatten().to(c.dtype), (u < 0).flatten().to(c.dtype)
         dev = (c - c.mean()).square()
-        r_mean, ok_mean = _balance((c * active).sum(), -(c * inactive).sum())
-        r_var, ok_var = _balance((dev * active).sum(), (dev * inactive).sum())
+        # masked sums as dot products: one pass each, no masked temporaries
+        r_mean, ok_mean = _balance(c @ active, -(c @ inactive))
+        r_var, ok_var = _balance(dev @ active, dev @ inactive)
         term = (torch.relu(tol - r_mean) + torch.relu(tol - r_var)) / tol
         relu = relu + torch.where(ok_mean & ok_var, term, zero)
     m = len(pre)
