@@ -7,8 +7,10 @@
 Times the trainer's own step (``ctxbudget.train.objective.Objective`` + backward + Adam) for
 natural training (ε0 = 0) and for certified training at the target ε0 with β = 1 (CROWN-IBP pass
 active, the most expensive point of the schedule), with learned and uniform budgets, plus the
-budget generator alone. Configurations take turns step by step (round robin). Reports the seconds
-per epoch (steps × median step time) and the ratio to natural training.
+budget generator alone, and the fast recipe of ``mnist-learned-0.4-fast`` (the ``-bn`` variant of
+``--model``, IBP, warm-up regularisers at full weight: the most expensive point of its ramp) alone
+and with MTL-IBP's adversarial term (one PGD step). Configurations take turns step by step (round
+robin). Reports the seconds per epoch (steps × median step time) and the ratio to natural training.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch
 
 from ctxbudget.budgets import LearnedBudget, UniformBudget
 from ctxbudget.data import get_dataset
-from ctxbudget.models import BudgetGenerator, get_model
+from ctxbudget.models import MODELS, BudgetGenerator, get_model
 from ctxbudget.models.generator import DEFAULT_HEAD, HEADS
 from ctxbudget.runtime import tune_allocator
 from ctxbudget.train.objective import Objective
@@ -34,7 +36,7 @@ def _sync(device: torch.device) -> None:
 
 
 def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: float, method: str, fusion: bool,
-              kappa: float, generator_only: bool = False) -> Callable[[], float]:
+              kappa: float, generator_only: bool = False, warmup_weight: float = 0.0) -> Callable[[], float]:
     """A closure that runs one timed optimizer step on a random batch and returns its seconds.
 
     ``generator_only``: just ε(x) + backward + Adam on the generator (what learned budgets add
@@ -51,7 +53,7 @@ def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: floa
             objective.threat.eps0 = eps0
             loss = objective.threat(x).sum()
         else:
-            loss, _ = objective(x, y, eps0, kappa, 1.0, method, fusion)
+            loss, _ = objective(x, y, eps0, kappa, 1.0, method, fusion, warmup_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -94,11 +96,22 @@ def main() -> None:
                ("learned, CROWN-IBP loss fusion (generator bf16)", learned_bf16, args.eps0, "crown-ibp", True, 0.5, False),
                ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5, False),
                ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0).to(device), args.eps0, "crown-ibp", True, 0.5, False)]
+    # the fast recipe: BatchNorm variant of the model, IBP, warm-up regularisers (± MTL-IBP, one PGD step)
+    bn_model = f"{args.model}-bn" if f"{args.model}-bn" in MODELS else None
+    fast: list[tuple[str, dict]] = [] if bn_model is None else [
+        (f"learned, fast recipe ({bn_model}, IBP, warm-up regularisers)", {}),
+        (f"learned, fast recipe + MTL-IBP (1 PGD step, {bn_model})", {"mtl_alpha": 0.5})]
     steps = []
     for _name, threat, eps0, method, fusion, kappa, gen_only in configs:
         obj = Objective(classifier, threat)
         params = list(threat.parameters()) if gen_only else list(classifier.parameters()) + list(threat.parameters())
         steps.append(make_step(obj, params, images, labels, args.batch_size, eps0, method, fusion, kappa, gen_only))
+    for name, kw in fast:
+        bn = get_model(str(bn_model), shape, k, ds.info.mean, ds.info.std).train().to(device)
+        obj = Objective(bn, learned, **kw)
+        configs.append((name, learned, args.eps0, "ibp", True, 0.5, False))
+        steps.append(make_step(obj, list(bn.parameters()) + list(learned.parameters()), images, labels,
+                               args.batch_size, args.eps0, "ibp", True, 0.5, warmup_weight=0.5))
     # round robin, so that load changes on a shared machine hit every configuration alike
     times: list[list[float]] = [[] for _ in configs]
     for i in range(args.steps + 2):

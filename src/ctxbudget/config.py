@@ -32,8 +32,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "dm-small"                # dm-small | dm-medium | dm-large
-    init: str = "default"                 # default (PyTorch) | ibp (Shi et al. 2021 IBP init)
+    name: str = "dm-small"                # dm-small | dm-medium | dm-large | dm-small-bn | dm-medium-bn
+    init: str = "default"                 # default (PyTorch) | ibp (Shi et al. 2021: N(0, (√(2π)/fan_in)²))
 
 
 @dataclass
@@ -63,6 +63,12 @@ class LossConfig:
     fusion: bool = True                   # loss fusion (one backward row) vs margin CE (K−1 rows)
     kappa_final: float = 0.5              # natural-loss weight κ: 1 → κ_final as ε0 ramps (CIFAR: 0)
     beta_final: float = 0.0               # CROWN-IBP weight β: 1 → β_final as ε0 ramps
+    warmup_reg: float = 0.0               # λ0 of Shi et al.'s warm-up regularisers (IBP bound tightness + ReLU
+                                          # balance): weight λ0·(1 − ε0(t)/ε0_max) during the ramp; 0 = off
+    warmup_tol: float = 0.5               # their tolerance τ (penalty where a ratio falls below τ)
+    mtl_alpha: float | None = None        # MTL-IBP: robust term α·(bound loss) + (1 − α)·(PGD loss); null = off
+    attack_steps: int = 1                 # MTL-IBP: PGD steps (random start in the box, best iterate kept)
+    attack_step_size: float = 10.0        # MTL-IBP: PGD step of pixel i in units of ε_i (≥ 2: jumps to a corner)
 
 
 @dataclass
@@ -132,6 +138,17 @@ class RunConfig:
         for key in ("kappa_final", "beta_final"):
             if not 0 <= getattr(self.loss, key) <= 1:
                 raise UserError(f"loss.{key} must lie in [0, 1], got {getattr(self.loss, key)}")
+        lc = self.loss
+        if not (lc.warmup_reg >= 0 and math.isfinite(lc.warmup_reg)):
+            raise UserError(f"loss.warmup_reg must be ≥ 0 (0 = off), got {lc.warmup_reg}")
+        if not (lc.warmup_tol > 0 and math.isfinite(lc.warmup_tol)):
+            raise UserError(f"loss.warmup_tol must be positive, got {lc.warmup_tol}")
+        if lc.mtl_alpha is not None and not 0 <= lc.mtl_alpha <= 1:
+            raise UserError(f"loss.mtl_alpha must lie in [0, 1] (or null: off), got {lc.mtl_alpha}")
+        if lc.attack_steps < 1:
+            raise UserError(f"loss.attack_steps must be ≥ 1, got {lc.attack_steps}")
+        if not (lc.attack_step_size > 0 and math.isfinite(lc.attack_step_size)):
+            raise UserError(f"loss.attack_step_size must be positive, got {lc.attack_step_size}")
         o = self.optim
         if o.epochs < 1 or o.batch_size < 1:
             raise UserError("optim.epochs and optim.batch_size must be ≥ 1")
@@ -157,8 +174,9 @@ class RunConfig:
                 raise UserError(f"data.{key} must be ≥ 1 (or null for the whole split), got {limit}")
         if self.num_threads is not None and self.num_threads < 1:
             raise UserError(f"num_threads must be ≥ 1 (or null for torch's default), got {self.num_threads}")
-        if self.model.init not in ("default", "ibp"):
-            raise UserError(f"model.init must be 'default' or 'ibp', got {self.model.init!r}")
+        from .models import INITS
+        if self.model.init not in INITS:
+            raise UserError(f"model.init must be one of {', '.join(INITS)}, got {self.model.init!r}")
         return self
 
 

@@ -145,6 +145,16 @@ class Bounder:
                                optimize_intermediate=alpha_intermediate == "optimized")
         raise ValueError(f"unknown bound method {method!r}; choose one of {METHODS}")
 
+    def forward(self, x: Tensor) -> Tensor:
+        """The network the bounds are about, applied to ``x`` (B'×in_shape → B'×out_shape): the
+        model's own forward pass, except that training-mode BatchNorm normalises with the statistics
+        of the clean batch this Bounder was built with (fixed, not those of ``x``; running statistics
+        untouched). Differentiable in ``x`` and the weights."""
+        h = x
+        for o in self.ops:
+            h = o.forward(h)
+        return h
+
     def ibp_output(self) -> tuple[Tensor, Tensor]:
         """Plain layer-wise IBP bounds of the raw outputs (B×K each)."""
         pre, (c, r) = self.ibp_state()

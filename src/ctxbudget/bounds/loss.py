@@ -110,9 +110,17 @@ def robust_cross_entropy(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: 
     bounds of the z_j for fusion=True (IBP for "ibp"/"crown-ibp", the method's own otherwise). A
     sample is certified by :func:`ctxbudget.bounds.verify.certify` applied to them.
     """
+    return robust_cross_entropy_from(Bounder(model, x_lower, x_upper, x), y, method, fusion, beta,
+                                     return_margins=return_margins, **opts)
+
+
+def robust_cross_entropy_from(bd: Bounder, y: Tensor, method: str = "crown-ibp", fusion: bool = True,
+                              beta: float = 1.0, *, return_margins: bool = False,
+                              **opts) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`robust_cross_entropy` on a prepared :class:`Bounder` (model + box), so that other terms
+    of a training loss can reuse its cached IBP pass (``bd.ibp_state()``)."""
     method = normalize_method(method)
     beta = _beta(beta)
-    bd = Bounder(model, x_lower, x_upper, x)
     _check_labels(y, bd)
     if not fusion:
         m = _margins(bd, y, method, beta, **opts)

@@ -1,5 +1,19 @@
-"""Classifiers (DM-small/medium/large) and the budget generator g_θ."""
-from .classifiers import MODELS, Normalize, dm_large, dm_medium, dm_small, get_model, register_model
+"""Classifiers (DM-small/medium/large, BatchNorm variants), their initialisation and the budget generator g_θ."""
+from .classifiers import (
+    INITS,
+    MODELS,
+    Normalize,
+    dm_large,
+    dm_medium,
+    dm_medium_bn,
+    dm_small,
+    dm_small_bn,
+    get_model,
+    ibp_init_,
+    initialize_,
+    register_model,
+)
 from .generator import BudgetGenerator
 
-__all__ = ["MODELS", "Normalize", "BudgetGenerator", "dm_small", "dm_medium", "dm_large", "get_model", "register_model"]
+__all__ = ["INITS", "MODELS", "Normalize", "BudgetGenerator", "dm_small", "dm_small_bn", "dm_medium", "dm_medium_bn",
+           "dm_large", "get_model", "ibp_init_", "initialize_", "register_model"]

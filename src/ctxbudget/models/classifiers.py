@@ -1,13 +1,18 @@
 """Classifiers of the DeepMind / CROWN-IBP family as plain ``nn.Sequential``.
 
 Every model is built from the layer set the bound engine supports: ``Normalize`` (first layer,
-per-channel affine in pixel space [0, 1]), ``Conv2d``, ``ReLU``, ``Flatten`` and ``Linear``.
-Architectures are the DM-small/medium/large family of Gowal et al. (2018) as used by CROWN-IBP
-(Zhang et al., 2020); the flatten size is computed from the input shape, so any (C, H, W) and class
-count works. Custom architectures are added with :func:`register_model`.
+per-channel affine in pixel space [0, 1]), ``Conv2d``, ``ReLU``, ``Flatten``, ``Linear`` and, in the
+``-bn`` variants, ``BatchNorm2d/1d``. Architectures are the DM-small/medium/large family of Gowal et
+al. (2018) as used by CROWN-IBP (Zhang et al., 2020); ``dm-small-bn`` and ``dm-medium-bn`` add a
+BatchNorm after every convolution and hidden linear layer (before its ReLU; not after the last
+layer), as Shi et al. (2021, "Fast Certified Robust Training with Short Warmup") do for IBP
+training. The flatten size is computed from the input shape, so any (C, H, W) and class count
+works. Custom architectures are added with :func:`register_model`. :func:`ibp_init_` is Shi et
+al.'s IBP initialisation.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -55,12 +60,13 @@ def _conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
-def _conv_stack(input_shape: Shape, convs: Sequence[tuple[int, int, int, int]]) -> tuple[list[nn.Module], int]:
-    """Conv+ReLU layers for ``convs`` = [(out, k, stride, pad), ...]; returns layers and flat size."""
+def _conv_stack(input_shape: Shape, convs: Sequence[tuple[int, int, int, int]],
+                bn: bool = False) -> tuple[list[nn.Module], int]:
+    """Conv(+BatchNorm2d)+ReLU layers for ``convs`` = [(out, k, stride, pad), ...]; returns layers and flat size."""
     c, h, w = input_shape
     layers: list[nn.Module] = []
     for out, k, s, p in convs:
-        layers += [nn.Conv2d(c, out, k, stride=s, padding=p), nn.ReLU()]
+        layers += [nn.Conv2d(c, out, k, stride=s, padding=p), *([nn.BatchNorm2d(out)] if bn else []), nn.ReLU()]
         c, h, w = out, _conv_out(h, k, s, p), _conv_out(w, k, s, p)
         if h <= 0 or w <= 0:
             raise ValueError(f"input shape {input_shape} is too small for this architecture")
@@ -68,7 +74,7 @@ def _conv_stack(input_shape: Shape, convs: Sequence[tuple[int, int, int, int]]) 
 
 
 def _build(input_shape: Shape, num_classes: int, convs, hidden: Sequence[int],
-           mean: Sequence[float] | None, std: Sequence[float] | None) -> nn.Sequential:
+           mean: Sequence[float] | None, std: Sequence[float] | None, bn: bool = False) -> nn.Sequential:
     input_shape = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
     if len(input_shape) != 3 or min(input_shape) <= 0:
         raise ValueError(f"input_shape must be (C, H, W) with positive entries, got {input_shape}")
@@ -79,25 +85,38 @@ def _build(input_shape: Shape, num_classes: int, convs, hidden: Sequence[int],
     std = [1.0] * channels if std is None else list(std)
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean/std need {channels} entries (one per channel), got {len(mean)}/{len(std)}")
-    layers, flat = _conv_stack(input_shape, convs)
+    layers, flat = _conv_stack(input_shape, convs, bn)
     body: list[nn.Module] = [Normalize(mean, std), *layers, nn.Flatten()]
     width = flat
     for h in hidden:
-        body += [nn.Linear(width, h), nn.ReLU()]
+        body += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if bn else []), nn.ReLU()]
         width = h
     body.append(nn.Linear(width, num_classes))
     return nn.Sequential(*body)
 
 
+_SMALL = ([(16, 4, 2, 0), (32, 4, 1, 0)], [100])
+_MEDIUM = ([(32, 3, 1, 0), (32, 4, 2, 0), (64, 3, 1, 0), (64, 4, 2, 0)], [512, 512])
+
+
 def dm_small(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
     """DM-small: Conv(16,4,2,0) → Conv(32,4,1,0) → Linear(100) → Linear(classes)."""
-    return _build(input_shape, num_classes, [(16, 4, 2, 0), (32, 4, 1, 0)], [100], mean, std)
+    return _build(input_shape, num_classes, *_SMALL, mean, std)
+
+
+def dm_small_bn(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """DM-small with BatchNorm: Conv(16,4,2,0) → BN → Conv(32,4,1,0) → BN → Linear(100) → BN → Linear(classes)."""
+    return _build(input_shape, num_classes, *_SMALL, mean, std, bn=True)
 
 
 def dm_medium(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
     """DM-medium: Conv(32,3,1,0) → Conv(32,4,2,0) → Conv(64,3,1,0) → Conv(64,4,2,0) → 512 → 512 → classes."""
-    return _build(input_shape, num_classes, [(32, 3, 1, 0), (32, 4, 2, 0), (64, 3, 1, 0), (64, 4, 2, 0)],
-                  [512, 512], mean, std)
+    return _build(input_shape, num_classes, *_MEDIUM, mean, std)
+
+
+def dm_medium_bn(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """DM-medium with a BatchNorm after each of its four convolutions and two hidden linear layers."""
+    return _build(input_shape, num_classes, *_MEDIUM, mean, std, bn=True)
 
 
 def dm_large(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
@@ -111,7 +130,32 @@ MODELS: dict[str, Callable[..., nn.Sequential]] = {
     "dm-small": dm_small,
     "dm-medium": dm_medium,
     "dm-large": dm_large,
+    "dm-small-bn": dm_small_bn,
+    "dm-medium-bn": dm_medium_bn,
 }
+
+INITS = ("default", "ibp")
+
+
+def ibp_init_(model: nn.Module) -> None:
+    """Shi et al. (2021) IBP initialisation, in place: every Conv2d/Linear weight but the last
+    layer's is drawn from N(0, σ²) with σ = √(2π)/fan_in (fan_in = in_channels·k_h·k_w for a
+    convolution, in_features for a linear layer), which keeps the expected IBP bound width of a
+    layer equal to its input's at initialisation. Biases, BatchNorm parameters and the last layer
+    keep PyTorch's default initialisation (as in the authors' code)."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for m in layers[:-1]:
+            fan_in = m.weight[0].numel()
+            m.weight.normal_(0.0, math.sqrt(2 * math.pi) / fan_in)
+
+
+def initialize_(model: nn.Module, init: str) -> None:
+    """Apply the config's ``model.init`` (one of :data:`INITS`; "default" leaves PyTorch's)."""
+    if init == "ibp":
+        ibp_init_(model)
+    elif init != "default":
+        raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
 
 
 def _model_key(name: str) -> str:
@@ -134,8 +178,8 @@ def register_model(name: str, builder: Callable[..., nn.Sequential]) -> None:
 
 
 def get_model(name: str, input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
-    """Build a registered classifier by name (``dm-small``, ``dm-medium``, ``dm-large``, or one added
-    with :func:`register_model`).
+    """Build a registered classifier by name (``dm-small``, ``dm-medium``, ``dm-large``,
+    ``dm-small-bn``, ``dm-medium-bn``, or one added with :func:`register_model`).
 
     ``mean``/``std`` (per channel, pixel units) configure the leading ``Normalize`` layer; the
     default is the identity.

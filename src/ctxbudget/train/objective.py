@@ -10,6 +10,15 @@ loss = κ·CE(f(x), y) + (1 − κ)·L_rob,  L_rob = upper bound of max_{x' ∈ 
 the batch is trained naturally (κ = 1). The clean batch x goes to the bound engine (statistics of
 train-mode BatchNorm). The per-batch "verified" count applies ``ctxbudget.bounds.verify``'s rule
 (without the float64 re-check: ``m̲ > 2τ``) to the margin bounds the loss computed.
+
+Optional terms (off by default, each usable alone, for learned and uniform budgets):
+
+* MTL-IBP (``mtl_alpha`` = α, De Palma et al. 2024): L_rob is replaced by
+  ``α·L_rob + (1 − α)·CE(f(x_adv), y)`` with x_adv = clip(x + ε(x) ⊙ t) from a per-pixel PGD
+  (:mod:`ctxbudget.train.adversarial`); f is the network as bounded (train-mode BatchNorm with the
+  clean batch's statistics, so attack, adversarial loss and bound see the same function).
+* Shi et al.'s warm-up regularisers (:mod:`ctxbudget.train.regularizers`), added to the mean loss
+  with the weight ``warmup_weight`` the trainer passes per step: ``+ w·(L_tight + L_relu)``.
 """
 from __future__ import annotations
 
@@ -17,38 +26,68 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bounds import robust_cross_entropy
+from ..bounds import Bounder
+from ..bounds.loss import robust_cross_entropy_from
 from ..bounds.verify import certify
 from ..budgets import BudgetModel, input_box
+from .adversarial import adversarial_point, pgd_offsets
+from .regularizers import warmup_regularizers
 
 
 class Objective(nn.Module):
-    def __init__(self, classifier: nn.Sequential, threat: BudgetModel) -> None:
+    """The training loss of one batch. ``warmup_tol``: τ of the warm-up regularisers; ``mtl_alpha``:
+    α of MTL-IBP (None: off); ``attack_steps``/``attack_step_size``: its PGD (step in units of ε_i)."""
+
+    def __init__(self, classifier: nn.Sequential, threat: BudgetModel, *, warmup_tol: float = 0.5,
+                 mtl_alpha: float | None = None, attack_steps: int = 1, attack_step_size: float = 10.0) -> None:
         super().__init__()
         self.classifier = classifier
         self.threat = threat
+        self.warmup_tol = warmup_tol
+        self.mtl_alpha = mtl_alpha
+        self.attack_steps = attack_steps
+        self.attack_step_size = attack_step_size
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps0: float, kappa: float, beta: float,
-                method: str = "crown-ibp", fusion: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x: B×C×H×W in [0, 1]; y: B. Returns (mean loss, sums over the batch of loss terms/counts)."""
+                method: str = "crown-ibp", fusion: bool = True,
+                warmup_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x: B×C×H×W in [0, 1]; y: B; ``warmup_weight``: weight of the warm-up regularisers this
+        step (0: not computed). Returns (mean loss, sums over the batch of loss terms/counts;
+        ``warmup_reg`` is the weighted regulariser × B, ``adversarial`` the sum of the MTL-IBP
+        adversarial CE)."""
         logits = self.classifier(x)
         natural = F.cross_entropy(logits, y, reduction="none")
+        def zero() -> torch.Tensor:
+            return torch.zeros((), device=x.device)
+
         stats = {"n": torch.tensor(float(len(y)), device=x.device),
-                 "clean_wrong": (logits.argmax(1) != y).sum().float()}
+                 "clean_wrong": (logits.argmax(1) != y).sum().float(), "warmup_reg": zero(), "adversarial": zero()}
         self.threat.eps0 = float(eps0)
         if eps0 <= 0:
             loss = natural.mean()
-            stats.update(loss=natural.sum().detach(), robust=torch.zeros((), device=x.device),
-                         verified_wrong=stats["clean_wrong"].clone(), eps_sum=torch.zeros((), device=x.device),
-                         eps_n=torch.zeros((), device=x.device),
-                         eps_min=torch.zeros((), device=x.device), eps_max=torch.zeros((), device=x.device))
+            stats.update(loss=natural.sum().detach(), robust=zero(),
+                         verified_wrong=stats["clean_wrong"].clone(), eps_sum=zero(), eps_n=zero(),
+                         eps_min=zero(), eps_max=zero())
             # keep every parameter in the graph (DDP expects all parameters to get gradients)
             return loss + 0.0 * sum(p.sum() for p in self.threat.parameters()), stats
         eps = self.threat(x)
         lower, upper = input_box(x, eps)
-        robust, margins = robust_cross_entropy(self.classifier, lower, upper, y, method=method, fusion=fusion,
-                                               beta=beta, return_margins=True, x=x)
-        per_example = kappa * natural + (1 - kappa) * robust
+        bd = Bounder(self.classifier, lower, upper, x)
+        robust, margins = robust_cross_entropy_from(bd, y, method=method, fusion=fusion, beta=beta,
+                                                    return_margins=True)
+        bound_term = robust
+        if self.mtl_alpha is not None:
+            t = pgd_offsets(bd.forward, x, eps, y, self.attack_steps, self.attack_step_size)
+            adversarial = F.cross_entropy(bd.forward(adversarial_point(x, eps, t)), y, reduction="none")
+            bound_term = self.mtl_alpha * robust + (1 - self.mtl_alpha) * adversarial
+            stats["adversarial"] = adversarial.sum().detach()
+        per_example = kappa * natural + (1 - kappa) * bound_term
+        loss = per_example.mean()
+        if warmup_weight > 0:
+            tight, balance = warmup_regularizers(bd, self.warmup_tol)
+            reg = warmup_weight * (tight + balance)
+            loss = loss + reg
+            stats["warmup_reg"] = reg.detach() * len(y)
         with torch.no_grad():  # the certificate the loss computation produced on the way (progress display)
             verified = certify(self.classifier, lower, upper, y, method, lower=margins, correct=logits.argmax(1) == y,
                                recheck=False, x=x).verified
@@ -56,4 +95,4 @@ class Objective(nn.Module):
         stats.update(loss=per_example.sum().detach(), robust=robust.sum().detach(),
                      verified_wrong=(~verified).sum().float(), eps_sum=flat.mean(1).sum(), eps_n=stats["n"].clone(),
                      eps_min=flat.min(), eps_max=flat.max())
-        return per_example.mean(), stats
+        return loss, stats

@@ -8,6 +8,7 @@ the auto_LiRPA / CROWN-IBP conventions:
 * smoothed ramp (``SmoothedScheduler``, Gowal et al.): ``a·(s − init)^4`` up to ``mid_s``, then linear
   to the maximum at ``final``, with ``a`` chosen so the slope is continuous at ``mid_s``.
 * κ (natural-loss weight) = 1 − (1 − κ_final)·ε/ε_max and β (CROWN-IBP weight) = 1 − (1 − β_final)·ε/ε_max.
+* warm-up regulariser weight (Shi et al. 2021) = λ0·(1 − ε/ε_max): λ0 as the ramp starts, 0 once it ends.
 * learning rate: ``lr·decay^k`` where k counts the milestones the current epoch has passed.
 """
 from __future__ import annotations
@@ -62,6 +63,11 @@ class RampSchedule:
 def mixing_weight(fraction: float, final: float) -> float:
     """κ or β: 1 at the start of the ramp, ``final`` at its end (linear in ε/ε_max)."""
     return 1.0 - (1.0 - final) * fraction
+
+
+def warmup_weight(fraction: float, lambda0: float) -> float:
+    """Weight of the warm-up regularisers at ramp fraction ε0(t)/ε0_max ∈ [0, 1]: ``λ0·(1 − fraction)``."""
+    return lambda0 * (1.0 - fraction)
 
 
 def learning_rate(base_lr: float, epoch: int, milestones: list[int], decay: float) -> float:

@@ -39,20 +39,11 @@ from ..config import RunConfig
 from ..contextuality import ContextualityAccumulator, contextuality_row
 from ..data import augment_crop_flip, get_dataset
 from ..errors import UserError
+from ..models import initialize_
 from ..runtime import generator_dtype
 from . import distributed as D
 from .objective import Objective
-from .schedules import RampSchedule, learning_rate, mixing_weight
-
-
-def ibp_init_(model: nn.Sequential) -> None:
-    """Shi et al. (2021) IBP initialisation: N(0, (√(2π)/fan_in)²) for every weight but the last layer's, zero bias."""
-    layers = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
-    for m in layers[:-1]:
-        fan_in = m.weight[0].numel()
-        nn.init.normal_(m.weight, std=math.sqrt(2 * math.pi) / fan_in)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+from .schedules import RampSchedule, learning_rate, mixing_weight, warmup_weight
 
 
 def make_adam(groups: list[dict], weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -103,11 +94,12 @@ class Trainer:
             cfg.budget.generator_precision = str(generator_dtype("auto", self.device)).replace("torch.", "")
         self.classifier, self.threat = rundir.build_models(cfg, self.info.input_shape, self.info.num_classes,
                                                            self.info.mean, self.info.std, device=self.device)
-        if cfg.model.init == "ibp":
-            ibp_init_(self.classifier)
+        initialize_(self.classifier, cfg.model.init)
         self.classifier.to(self.device)
         self.threat.to(self.device)
-        self.objective = Objective(self.classifier, self.threat)
+        lc = cfg.loss
+        self.objective = Objective(self.classifier, self.threat, warmup_tol=lc.warmup_tol, mtl_alpha=lc.mtl_alpha,
+                                   attack_steps=lc.attack_steps, attack_step_size=lc.attack_step_size)
         self.step_module: nn.Module = self.objective
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -191,7 +183,8 @@ class Trainer:
             eps0 = frac * self.eps_max
             kappa = mixing_weight(frac, cfg.loss.kappa_final)
             beta = mixing_weight(frac, cfg.loss.beta_final)
-            loss, stats = self.step_module(x, y, eps0, kappa, beta, cfg.loss.method, cfg.loss.fusion)
+            loss, stats = self.step_module(x, y, eps0, kappa, beta, cfg.loss.method, cfg.loss.fusion,
+                                           warmup_weight(frac, cfg.loss.warmup_reg))
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at epoch {epoch}, step {self.step} (ε0 = {eps0:.4g}); "
                                    "lower the learning rate or enable optim.grad_clip")
