@@ -6,7 +6,8 @@
 For DM-small on MNIST-shaped inputs (random weights, and after 30 natural Adam steps) and a learned-
 budget box per example (context head, ε0 = 0.3): the margin lower bounds of every method computed
 on the device in float32 must be (1) ≤ the margins of 256 sampled points and of a PGD attack in the
-box, and (2) within a rounding tolerance of the same bounds computed in float64 on the CPU. Prints
+box, and (2) within a rounding tolerance of the same bounds computed in float64 on the CPU (not
+for α-CROWN, whose slope optimisation may end elsewhere in float32). Prints
 one Markdown row per (network, method): worst slack to samples/PGD and worst float32 − float64 gap.
 """
 from __future__ import annotations
@@ -53,8 +54,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all four)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in METHODS for m in methods):
+        ap.error(f"--methods must name some of {', '.join(METHODS)}")
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: skipped")
         return 0
@@ -83,7 +88,7 @@ def main() -> int:
         model = model.eval()
         ref64 = model.double()
         lo64, hi64, C64 = lo.double(), hi.double(), C.double()
-        refs = {m: compute_bounds(ref64, lo64, hi64, method=m, C=C64, bound_upper=False)[0] for m in METHODS}
+        refs = {m: compute_bounds(ref64, lo64, hi64, method=m, C=C64, bound_upper=False)[0].detach() for m in methods}
         dev = model.float().to(device)
         lo_d, hi_d, C_d = lo.to(device), hi.to(device), C.to(device)
         with torch.no_grad():
@@ -91,12 +96,13 @@ def main() -> int:
             sampled = margins(dev, lo_d + t * (hi_d - lo_d), C_d).amin(0)          # B×K
         attacked = pgd_min(dev, lo_d, hi_d, C_d)
         empirical = torch.minimum(sampled, attacked).cpu().double()
-        for m in METHODS:
+        for m in methods:
             bound = compute_bounds(dev, lo_d, hi_d, method=m, C=C_d, bound_upper=False)[0].detach().cpu().double()
             slack = float((empirical - bound).min())
             gap = float((bound - refs[m]).abs().max())
             tol = 1e-4 * (1 + float(refs[m].abs().max()))
-            ok = slack >= -tol and gap <= tol
+            # α-CROWN optimises its slopes: float32 and float64 runs may end at different (sound) bounds
+            ok = slack >= -tol and (gap <= tol or m == "alpha-crown")
             bad += not ok
             print(f"| {net_name} | {m} | {slack:.3g} | {gap:.3g} | {'ok' if ok else 'VIOLATION'} |")
         model.cpu()

@@ -42,7 +42,9 @@ class ContextHead(nn.Module):
     """Local features modulated by global context: B×C×H×W images → B×C×H×W logits.
 
     * local path: Conv(C→8, 3) → ReLU → Conv(8→16, 3) → ReLU → Conv(16→16, 3, dilation 2) → ReLU
-      (9×9 receptive field; translation-equivariant away from the image border);
+      (9×9 receptive field), replicate padding: translation-equivariant, and blank pixels at the
+      border look like blank pixels anywhere (with zero padding the head learned a fixed frame of
+      large budgets along the border: 8 % share on the quick start);
     * context vector z (32): the local features averaged over the image (16) and the image
       average-pooled to 4×4 cells (C·16), through Linear → ReLU;
     * FiLM: per-channel scale and shift of the local features from z (Linear(32 → 2·16));
@@ -60,9 +62,10 @@ class ContextHead(nn.Module):
         c, h, w = input_shape
         self.size = (h, w)
         self.grid = coarse_grid(h, w)
-        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(),
-                                   nn.Conv2d(8, width, 3, padding=1), nn.ReLU(),
-                                   nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU())
+        pad = {"padding_mode": "replicate"}   # zero padding would tell pixels near the border where they are
+        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, **pad), nn.ReLU(),
+                                   nn.Conv2d(8, width, 3, padding=1, **pad), nn.ReLU(),
+                                   nn.Conv2d(width, width, 3, padding=2, dilation=2, **pad), nn.ReLU())
         self.summary = nn.Sequential(nn.Linear(width + c * 16, context), nn.ReLU())
         self.film = nn.Linear(context, 2 * width)
         self.coarse = nn.Linear(context, c * self.grid[0] * self.grid[1])
