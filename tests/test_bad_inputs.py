@@ -43,9 +43,10 @@ def test_bad_config_values(setting, needle, capsys):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, defaults_config):
     out = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--out", str(out), "--no-progress", "--device", "cpu"] + _sets(TINY)) == 0
+    assert main(["train", "--config", defaults_config, "--out", str(out), "--no-progress", "--device", "cpu"]
+                + _sets(TINY)) == 0
     return out
 
 
@@ -82,12 +83,13 @@ def test_resume_removes_stale_temporary_checkpoints(finished_run, tmp_path):
     assert not stale.exists()
 
 
-def test_relative_data_dir_is_stored_resolved(tmp_path, monkeypatch):
+def test_relative_data_dir_is_stored_resolved(tmp_path, monkeypatch, defaults_config):
     data = Path(os.environ.get("CTXBUDGET_DATA", "/nonexistent"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     out = tmp_path / "r"
-    assert main(["train", "--out", str(out), "--no-progress", "--device", "cpu", "--data-dir", "data"]
+    assert main(["train", "--config", defaults_config, "--out", str(out), "--no-progress", "--device", "cpu",
+                 "--data-dir", "data"]
                 + _sets(TINY + ["optim.epochs=1"])) == 0
     import yaml
 
