@@ -133,6 +133,7 @@ def test_export_cli_all_formats(tiny_run_dir, tmp_path, capsys):
     assert main(["export", str(tiny_run_dir), "--format", "vnnlib", "--limit", "3", "--out", str(out / "v")]) == 0
     text = capsys.readouterr().out
     assert "logits match PyTorch" in text and "equals input_box" in text
+    assert "ctxbudget's verdicts (ibp, crown-ibp; manifest.json)" in text and "of 3 instances" in text
     assert (out / "model.onnx").is_file() and (out / "model.pt").is_file() and (out / "v/model.onnx").is_file()
     import onnx
     model = onnx.load(str(out / "v/model.onnx"))
