@@ -54,6 +54,14 @@ def write_untrained_run(out: Path, eps0: float) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def defaults_config(tmp_path_factory) -> str:
+    """A config file holding no key (every setting at its default): ``train`` needs ``--config``."""
+    path = tmp_path_factory.mktemp("configs") / "defaults.yaml"
+    path.write_text("{}\n")
+    return str(path)
+
+
 @pytest.fixture
 def untrained_run():
     """``untrained_run(out, eps0)``: write an untrained learned-budget run (see ``write_untrained_run``)."""

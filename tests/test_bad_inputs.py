@@ -1,9 +1,7 @@
 """Issue 12: every bad input listed there is one clear line and exit code 2 (CLI) or a
 ValueError/TypeError (API) — no traceback, NaN, inverted box or silently wrong number."""
 import json
-import os
 import stat
-from pathlib import Path
 
 import pytest
 import torch
@@ -43,9 +41,10 @@ def test_bad_config_values(setting, needle, capsys):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, defaults_config):
     out = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--out", str(out), "--no-progress", "--device", "cpu"] + _sets(TINY)) == 0
+    assert main(["train", "--config", defaults_config, "--out", str(out), "--no-progress", "--device", "cpu"]
+                + _sets(TINY)) == 0
     return out
 
 
@@ -82,18 +81,21 @@ def test_resume_removes_stale_temporary_checkpoints(finished_run, tmp_path):
     assert not stale.exists()
 
 
-def test_relative_data_dir_is_stored_resolved(tmp_path, monkeypatch):
-    data = Path(os.environ.get("CTXBUDGET_DATA", "/nonexistent"))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").mkdir()
-    out = tmp_path / "r"
-    assert main(["train", "--out", str(out), "--no-progress", "--device", "cpu", "--data-dir", "data"]
-                + _sets(TINY + ["optim.epochs=1"])) == 0
+def test_data_root_is_stored_as_given(tmp_path, monkeypatch, defaults_config):
+    """Issue 18: config.yaml held the absolute data root of the machine that trained the run; now it
+    holds the root as the user wrote it, or null when it came from $CTXBUDGET_DATA or the default."""
     import yaml
 
-    root = yaml.safe_load((out / "config.yaml").read_text())["data"]["root"]
-    assert root == str(tmp_path / "data")
-    del data
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CTXBUDGET_DATA", str(tmp_path / "env-data"))
+    (tmp_path / "data").mkdir()
+    base = ["train", "--config", defaults_config, "--no-progress", "--device", "cpu"] + _sets(TINY + ["optim.epochs=1"])
+    for name, extra, expected in [("rel", ["--data-dir", "data"], "data"), ("env", [], None),
+                                  ("set", ["--set", "data.root=./data/../data"], "./data/../data")]:
+        assert main(base + ["--out", name] + extra) == 0
+        assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["data"]["root"] == expected, name
+    assert main(["train", "--resume", "rel", "--set", "optim.epochs=2", "--no-progress"]) == 0   # resumes as stored
+    assert yaml.safe_load((tmp_path / "rel" / "config.yaml").read_text())["data"]["root"] == "data"
 
 
 def test_files_written_atomically_get_the_usual_mode(finished_run, tmp_path):

@@ -42,7 +42,13 @@ def test_unknown_names_are_one_line_errors(tmp_path, capsys):
 
 
 def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp_path, monkeypatch, capsys):
-    kw = dict(schedule="cpu", overrides=TINY, data_dir=str(real_root), rows=ROWS, eval_limit=24, liu_limit=2,
+    import yaml
+
+    # --data-dir given relative to the working directory; no $CTXBUDGET_DATA, no data under the default root
+    monkeypatch.chdir(real_root.parent)
+    monkeypatch.delenv("CTXBUDGET_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    kw = dict(schedule="cpu", overrides=TINY, data_dir=real_root.name, rows=ROWS, eval_limit=24, liu_limit=2,
               log=lambda s: None)
     # interrupt the first row after its first epoch (as Ctrl-C would)
     original = Trainer.train_epoch
@@ -56,6 +62,13 @@ def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp
     with pytest.raises(KeyboardInterrupt):
         run_experiment("table1", tmp_path, **kw)
     monkeypatch.setattr(Trainer, "train_epoch", original)
+    # issue 18: config.yaml holds the data root as given, not this machine's absolute path; a run whose
+    # root was then replaced by null (as in the committed results/) resumes and evaluates with --data-dir
+    cfg_file = tmp_path / "table1" / "uniform-0.4" / "config.yaml"
+    stored = yaml.safe_load(cfg_file.read_text())
+    assert stored["data"]["root"] == real_root.name
+    stored["data"]["root"] = None
+    cfg_file.write_text(yaml.safe_dump(stored, sort_keys=False))
     _, plans = plan_experiment("table1", tmp_path, **{k: v for k, v in kw.items() if k not in ("eval_limit", "liu_limit", "log")})
     assert [p.status for p in plans] == ["resume", "train"]
 

@@ -22,7 +22,7 @@ METHODS_TRAIN = ("ibp", "crown-ibp")
 @dataclass
 class DataConfig:
     name: str = "mnist-sample"            # registered data set (ctxbudget data list)
-    root: str | None = None               # data root; None → $CTXBUDGET_DATA, else ~/.cache/ctxbudget
+    root: str | None = None               # data root as given (stored so); None → $CTXBUDGET_DATA, else ~/.cache/ctxbudget
     download: bool = False                # fetch missing files (MD5-checked)
     augment: bool = False                 # random crop (pad 4) + horizontal flip, CIFAR style
     train_limit: int | None = None        # use only the first N training examples (quick runs)

@@ -169,3 +169,36 @@ def test_certify_cli_bad_image_exit_2(tiny_run_dir, tmp_path, capsys):
     assert main(["certify", str(tiny_run_dir), str(tmp_path / "wide.npy"), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
     assert "aspect ratio" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("size,noted", [((3, 3), True), ((14, 14), False), ((56, 56), False), ((13, 13), True),
+                                        ((57, 57), True), ((280, 280), True), ((28, 28), False)])
+def test_resize_by_more_than_2x_is_noted(tmp_path, size, noted):
+    from ctxbudget.certify import read_image
+
+    np.save(tmp_path / "img.npy", np.full(size, 0.5, np.float32))
+    img = read_image(tmp_path / "img.npy", MNIST)
+    assert img.x.shape == MNIST and img.original_size == size
+    assert (img.note is not None) == noted
+    if noted:
+        assert f"{size[0]}×{size[1]}" in img.note and "28×28" in img.note
+        assert ("up" if size[0] < 28 else "down") in img.note
+
+
+def test_certify_cli_notes_a_large_resize(tiny_run_dir, digits, tmp_path, capsys):
+    """Issue 18: a 3×3 array was silently blown up to 28×28."""
+    np.save(tmp_path / "tiny.npy", np.eye(3, dtype=np.float32))
+    np.save(tmp_path / "digit.npy", digits[0][0, 0].numpy())
+    argv = ["certify", str(tiny_run_dir), str(tmp_path / "tiny.npy"), str(tmp_path / "digit.npy"),
+            "--out", str(tmp_path / "m"), "--attack-steps", "0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "tiny.npy is 3×3" in notes[0] and "9.33× up" in notes[0]
+    assert main(argv + ["--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)                                     # stdout stays pure JSON
+    tiny, digit = doc["images"]
+    assert tiny["original_size"] == [3, 3] and "3×3" in tiny["resize_note"]
+    assert digit["original_size"] == [28, 28] and digit["resize_note"] is None
+    assert "tiny.npy is 3×3" in captured.err

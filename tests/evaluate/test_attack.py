@@ -1,4 +1,5 @@
 """PGD on a non-uniform clipped box."""
+import pytest
 import torch
 from torch import nn
 
@@ -64,10 +65,14 @@ def test_stays_in_clipped_box_with_zero_width_and_per_pixel_budgets():
     lo, hi = input_box(x, eps)
     fixed = hi == lo                                   # zero budget, or clipped at 0 / 1 with ε … width 0
     assert bool(fixed[:, :, 2, :].all())
-    for point in model.seen + [res.x_adv]:
+    for point in model.seen[:1 + 2 * 15] + [res.x_adv]:    # the clean point, then the untargeted runs: whole batch
         assert bool((point >= lo).all()) and bool((point <= hi).all())
         assert torch.equal(point[fixed], x[fixed])
         assert bool(((point - x).abs() <= eps + 1e-6).all())
+    for point in model.seen[1 + 2 * 15:]:                 # targeted runs: the examples not broken yet
+        for row in point:
+            inside = ((row >= lo) & (row <= hi)).flatten(1).all(1) & (row == x).logical_or(~fixed).flatten(1).all(1)
+            assert bool(inside.any())                     # in the box of some example, its fixed pixels kept
     assert len(model.seen) >= 2 * 15
 
 
@@ -78,3 +83,85 @@ def test_large_budget_breaks_random_model():
     res = pgd_attack(model, x, y, torch.full_like(x, 1.0), steps=30)
     small = pgd_attack(model, x, y, torch.full_like(x, 1e-4), steps=30)
     assert res.broken.float().mean() > 0.5 and not bool(small.broken.any())
+
+
+def single_run_pgd(model, x, y, eps, *, steps, generator):
+    """The attack of earlier versions (one untargeted run, uniform random start, step 2.5·ε/steps),
+    kept here as the reference the current attack must never be weaker than."""
+    lo, hi = input_box(x, eps)
+    step = 2.5 * eps / steps
+    with torch.no_grad():
+        best = min_margin(model(x), y)
+    point = lo + torch.rand(x.shape, generator=generator, dtype=x.dtype) * (hi - lo)
+    for _ in range(steps):
+        point.requires_grad_(True)
+        m = min_margin(model(point), y)
+        grad, = torch.autograd.grad(-m.sum(), point)
+        with torch.no_grad():
+            best = torch.minimum(best, m.detach())
+            point = torch.max(torch.min(point.detach() + step * grad.sign(), hi), lo)
+    with torch.no_grad():
+        return torch.minimum(best, min_margin(model(point), y))
+
+
+def test_never_weaker_than_the_single_run_attack_over_batches_sharing_a_generator():
+    """The untargeted run draws exactly what the earlier attack drew, batch after batch (the targeted
+    runs use a side generator), so every example's margin is <= the earlier attack's."""
+    model = tiny_conv(5, classes=4)
+    x = make_images(48)
+    y = model(x).argmax(1)
+    eps = torch.rand_like(x) * 0.4
+    g_old, g_new = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    old, new = [], []
+    for s in range(0, 48, 16):                               # three batches, one generator each (as evaluate does)
+        old.append(single_run_pgd(model, x[s:s + 16], y[s:s + 16], eps[s:s + 16], steps=10, generator=g_old))
+        new.append(pgd_attack(model, x[s:s + 16], y[s:s + 16], eps[s:s + 16], steps=10, generator=g_new).min_margin)
+    old_m, new_m = torch.cat(old), torch.cat(new)
+    assert bool((new_m <= old_m).all())
+    assert 0 < int((old_m >= 0).sum()) and bool((new_m < old_m).any())   # a non-trivial case: it does more
+    assert torch.equal(g_old.get_state(), g_new.get_state())              # the caller's generator advanced alike
+
+
+def decoy_model(n: int = 64) -> nn.Module:
+    """Label 0 on x = 0.5; the margin to class 1 is 0.3 − 0.2·(x_0 − 0.5) ∈ [0.2, 0.4] (never broken);
+    the margin to class 2 is 2 + (x_0 − 0.5) − 0.15·Σ_{i≥1}(x_i − 0.5), ≥ 0.5 near 0.5 but −3.225 at
+    the corner x_0 = 0, x_i = 1. Untargeted PGD follows class 1 (always the closest), moves only x_0
+    and never sees class 2's corner."""
+    lin = nn.Linear(n, 3)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[1, 0] = 0.2
+        lin.weight[2, 0], lin.weight[2, 1:] = -1.0, 0.15
+        lin.bias.copy_(torch.tensor([0.0, -0.3 - 0.1, -2.0 + 0.5 - 0.15 * 0.5 * (n - 1)]))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def test_targeted_runs_break_what_untargeted_pgd_misses():
+    """Issue 18: α,β-CROWN broke an example that single-run PGD did not; on this decoy the earlier
+    attack fails with any seed and even with 20 restarts, the current default breaks it."""
+    model = decoy_model()
+    x = torch.full((4, 1, 8, 8), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    eps = torch.full_like(x, 0.5)
+    corner = x.clone().fill_(1.0)
+    corner[:, 0, 0, 0] = 0.0
+    with torch.no_grad():                                                         # the construction
+        assert float(min_margin(model(x), y)[0]) == pytest.approx(0.3)
+        assert float(margins(model(corner), y)[0, 1]) == pytest.approx(-3.225, abs=1e-5)
+    for seed in range(5):
+        assert not bool(single_run_pgd(model, x, y, eps, steps=50, generator=torch.Generator().manual_seed(seed))
+                        .lt(0).any())
+    assert not bool(pgd_attack(model, x, y, eps, restarts=20, targets=0, generator=torch.Generator()).broken.any())
+    res = pgd_attack(model, x, y, eps, generator=torch.Generator().manual_seed(0))
+    assert bool(res.broken.all())
+    assert torch.allclose(res.min_margin, torch.full((4,), -3.225), atol=1e-5)  # the true minimum (a corner)
+    assert bool(((res.x_adv >= 0) & (res.x_adv <= 1)).all()) and bool(model(res.x_adv).argmax(1).eq(2).all())
+
+
+def test_attack_argument_errors():
+    model, x = decoy_model(), torch.full((1, 1, 8, 8), 0.5)
+    y, eps = torch.zeros(1, dtype=torch.long), torch.full((1, 1, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="targets"):
+        pgd_attack(model, x, y, eps, targets=-1)
+    with pytest.raises(ValueError, match="loss"):
+        pgd_attack(model, x, y, eps, loss="hinge")

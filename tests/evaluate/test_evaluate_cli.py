@@ -49,3 +49,16 @@ def test_results_name_the_checkpoint_and_epoch(run_dir, capsys):
     res = json.loads((run_dir / "results.json").read_text())
     assert res["checkpoint"] == {"file": "checkpoints/last.pt", "epoch": 2, "step": 20}
     assert "checkpoint: checkpoints/last.pt, epoch 2" in capsys.readouterr().out
+
+
+def test_attack_targets_option(run_dir, capsys):
+    """Issue 18: targeted runs by default (3), recorded in results.json; --attack-targets 0 turns them off."""
+    assert main(["evaluate", str(run_dir), "--limit", "2", "--liu-limit", "0", "--attack-steps", "2",
+                 "--no-progress"]) == 0
+    assert json.loads((run_dir / "results.json").read_text())["attack"] == {
+        "steps": 2, "restarts": 1, "targets": 3, "loss": "margin", "seed": 0}
+    assert main(["evaluate", str(run_dir), "--limit", "2", "--liu-limit", "0", "--attack-steps", "2",
+                 "--attack-targets", "0", "--no-progress"]) == 0
+    assert json.loads((run_dir / "results.json").read_text())["attack"]["targets"] == 0
+    assert main(["evaluate", str(run_dir), "--attack-targets", "-1"]) == 2
+    assert "--attack-targets" in capsys.readouterr().err

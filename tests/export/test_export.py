@@ -133,6 +133,7 @@ def test_export_cli_all_formats(tiny_run_dir, tmp_path, capsys):
     assert main(["export", str(tiny_run_dir), "--format", "vnnlib", "--limit", "3", "--out", str(out / "v")]) == 0
     text = capsys.readouterr().out
     assert "logits match PyTorch" in text and "equals input_box" in text
+    assert "ctxbudget's verdicts (ibp, crown-ibp; manifest.json)" in text and "of 3 instances" in text
     assert (out / "model.onnx").is_file() and (out / "model.pt").is_file() and (out / "v/model.onnx").is_file()
     import onnx
     model = onnx.load(str(out / "v/model.onnx"))
@@ -235,3 +236,86 @@ def test_uniform_run_exports_uniform_boxes_only(tiny_run_dir, tmp_path, capsys):
     x = get_dataset("mnist-sample", "test").images[:1]
     lo, hi = input_box(x, torch.full_like(x, 0.3))
     assert np.array_equal(back["lower"], lo.reshape(-1).numpy()) and np.array_equal(back["upper"], hi.reshape(-1).numpy())
+
+
+def _abcrown_cfg(out):
+    import yaml
+
+    return yaml.safe_load((out / "abcrown.yaml").read_text())
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_abcrown_yaml_states_the_exporting_machines_device(tiny_run_dir, tmp_path, monkeypatch, cuda):
+    """alpha,beta-CROWN defaults to general.device cuda, which fails on a CPU-only machine."""
+    from ctxbudget.data import get_dataset
+    from ctxbudget.run import load_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    run = load_run(tiny_run_dir)
+    ds = get_dataset("mnist-sample", "test")
+    out = tmp_path / "v"
+    manifest = export_vnnlib(run, ds.images[:1], ds.labels[:1], out, kinds=("uniform",), write_model=False)
+    expected = "cuda" if cuda else "cpu"
+    assert _abcrown_cfg(out)["general"]["device"] == expected and manifest["abcrown_device"] == expected
+    comment = [line for line in (out / "abcrown.yaml").read_text().splitlines() if line.startswith("# general.device")]
+    assert comment and ("has a CUDA GPU" if cuda else "has no CUDA GPU") in comment[0]
+
+
+def test_abcrown_device_override_and_bad_value(tiny_run_dir, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from ctxbudget.data import get_dataset
+    from ctxbudget.errors import UserError
+    from ctxbudget.run import load_run
+
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    other = "cpu" if default == "cuda" else "cuda"
+    out = tmp_path / "v"
+    argv = ["export", str(tiny_run_dir), "--format", "vnnlib", "--limit", "1", "--out", str(out)]
+    assert main([*argv, "--abcrown-device", other]) == 0
+    assert _abcrown_cfg(out)["general"]["device"] == other
+    assert "--abcrown-device" in (out / "abcrown.yaml").read_text()
+    assert f"general.device: {other}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--abcrown-device", "tpu"])
+    assert exc.value.code == 2
+    run = load_run(tiny_run_dir)
+    ds = get_dataset("mnist-sample", "test")
+    with pytest.raises(UserError, match="abcrown_device"):
+        export_vnnlib(run, ds.images[:1], ds.labels[:1], tmp_path / "w", abcrown_device="gpu", write_model=False)
+
+
+def test_manifest_holds_ctxbudgets_verdicts(untrained_run, tmp_path):
+    """Per instance: certify's verdict under IBP and CROWN-IBP, the smallest margin lower bound of each
+    and the best of them; checked against certify run here on the same boxes."""
+    from ctxbudget.bounds.verify import certify
+    from ctxbudget.budgets import UniformBudget
+    from ctxbudget.data import get_dataset
+    from ctxbudget.run import load_run
+
+    run = load_run(untrained_run(tmp_path / "run", 0.0005))
+    x = get_dataset("mnist-sample", "test").images[:8]
+    with torch.no_grad():
+        pred = run.classifier(x).argmax(1)
+    y = pred.clone()
+    y[:2] = (pred[:2] + 1) % 10                      # two misclassified examples, the others correct
+    manifest = export_vnnlib(run, x, y, tmp_path / "v", kinds=("learned", "uniform"), write_model=False)
+    on_disk = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert on_disk["examples"] == manifest["examples"] and on_disk["verdict_methods"] == ["ibp", "crown-ibp"]
+    with torch.no_grad():
+        boxes = {"learned": input_box(x, run.budgets(x)), "uniform": input_box(x, UniformBudget(0.0005)(x))}
+    seen = set()
+    for kind, (lo, hi) in boxes.items():
+        ref = {m: certify(run.classifier, lo, hi, y, m, x=x) for m in ("ibp", "crown-ibp")}
+        for n, ex in enumerate(manifest["examples"]):
+            v = ex["ctxbudget"][kind]
+            assert ex["prediction"] == int(pred[n])
+            assert v["certified_by"] == [m for m in ref if bool(ref[m].verified[n])]
+            for m in ref:
+                assert v["min_margin_lower"][m] == pytest.approx(float(ref[m].min_lower[n]), rel=1e-9, abs=1e-12)
+            assert v["best_min_margin_lower"] == max(v["min_margin_lower"].values())
+            expected = "misclassified" if n < 2 else ("certified" if v["certified_by"] else "not certified")
+            assert v["verdict"] == expected
+            seen.add(v["verdict"])
+            if n < 2:
+                assert v["best_min_margin_lower"] < 0      # a misclassified example has a negative margin
+    assert seen == {"certified", "not certified", "misclassified"}

@@ -29,13 +29,15 @@ def _run(args, **kw):
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
 @pytest.mark.parametrize("kind", ["learned", "uniform"])
-def test_two_ranks_match_one_process(tmp_path, kind):
+def test_two_ranks_match_one_process(tmp_path, kind, defaults_config):
     # the uniform case also covers augmentation (drawn for the global batch, then split by rank)
     extra = ["--set", "data.augment=true"] if kind == "uniform" else []
-    base = [sys.executable, "-m", "ctxbudget", "train", "--set", f"budget.kind={kind}"] + extra + SETTINGS
+    base = [sys.executable, "-m", "ctxbudget", "train", "--config", defaults_config, "--set", f"budget.kind={kind}"
+            ] + extra + SETTINGS
     _run(base + ["--out", str(tmp_path / "one")])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "ctxbudget", "train", "--set", f"budget.kind={kind}"] + extra + SETTINGS
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "ctxbudget", "train"]
+    torchrun = launcher + ["--config", defaults_config, "--set", f"budget.kind={kind}"] + extra + SETTINGS
     proc = _run(torchrun + ["--out", str(tmp_path / "two")])
     assert "world size 2" in (tmp_path / "two" / "train.log").read_text()
     assert proc.stdout.count("run written to") == 1          # only rank 0 writes and prints
@@ -58,6 +60,5 @@ def test_two_ranks_match_one_process(tmp_path, kind):
     other = (one - _weights(tmp_path / "seed1" / "final.pt")).abs()
     assert other.max() > 1e-2 and (other > 1e-5).double().mean() > 0.5
     # resume under torchrun works the same way
-    _run(torchrun[:-len(SETTINGS)] + ["--resume", str(tmp_path / "two"), "--set", "optim.epochs=4", "--no-progress",
-                                      "--device", "cpu"])
+    _run(launcher + ["--resume", str(tmp_path / "two"), "--set", "optim.epochs=4", "--no-progress", "--device", "cpu"])
     assert torch.load(tmp_path / "two" / "final.pt", weights_only=False)["epoch"] == 4

@@ -124,18 +124,31 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         resume(out, device="cpu", progress=False)
 
 
-def test_cli_train_and_errors(tmp_path, capsys):
+def test_cli_train_needs_a_config(tmp_path, capsys):
+    """Issue 18: without --config (and without --resume) train used to start the 100-epoch defaults."""
+    assert main(["train", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert "--config quickstart" in err and "ctxbudget configs" in err
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--print-config"]) == 0                     # --print-config still shows the defaults
+    assert "epochs: 100" in capsys.readouterr().out
+
+
+def test_cli_train_and_errors(tmp_path, capsys, defaults_config):
     out = tmp_path / "cli"
-    args = ["train", "--out", str(out), "--no-progress", "--device", "cpu"] + sum((["--set", s] for s in TINY), [])
+    args = ["train", "--config", defaults_config, "--out", str(out), "--no-progress", "--device", "cpu"] + sum(
+        (["--set", s] for s in TINY), [])
     assert main(args + ["--set", "optim.epochs=1"]) == 0
     assert (out / "final.pt").is_file()
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert main(["train", "--set", "optim.lrr=1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "--config", defaults_config, "--set", "optim.lrr=1", "--out", str(tmp_path / "x")]) == 2
     assert "unknown config key" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["train", "--set", "data.name=mnist", "--set", f"data.root={tmp_path}", "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "--config", defaults_config, "--set", "data.name=mnist", "--set", f"data.root={tmp_path}",
+                 "--out", str(tmp_path / "y")]) == 2
     assert "mnist" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--set", "optim.epochs=2", "--no-progress"]) == 0
     assert ctxbudget.load_run(out).meta["epoch"] == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ verdict; the budget map is saved as PNG. Certified images are attacked with PGD 
 
 Images: PNG, JPEG (decoded by Pillow through matplotlib) or .npy (H×W, H×W×C or C×H×W; uint8 or
 floats in [0, 1]); converted to the model's channels (RGB→grey by luma, grey→RGB) and resized to
-its height×width (same aspect ratio within 2 %, else --stretch).
+its height×width (same aspect ratio within 2 %, else --stretch); a resize by more than 2× in
+either dimension is reported (a note on stderr, "resize_note" in --json).
 
 examples:
   ctxbudget certify runs/quick digit.png
@@ -61,7 +63,7 @@ def run_certify(args: Any) -> int:
     from ..viz import save_figure
     from .core import certify_images
     from .figure import budget_map_figure
-    from .images import load_image
+    from .images import read_image
 
     methods = list(parse_methods(args.bounds))
     if args.label is not None and len(args.label) != len(args.images):
@@ -70,7 +72,11 @@ def run_certify(args: Any) -> int:
         raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
     shape = run_input_shape(run)
-    x = torch.stack([load_image(p, shape, stretch=args.stretch, invert=args.invert) for p in args.images])
+    loaded = [read_image(p, shape, stretch=args.stretch, invert=args.invert) for p in args.images]
+    for img in loaded:
+        if img.note:
+            print(f"note: {img.note}", file=sys.stderr)
+    x = torch.stack([img.x for img in loaded])
     reports, budgets = certify_images(run, x, labels=args.label, methods=methods,
                                       attack_steps=args.attack_steps)
     out = Path(args.out)
@@ -87,6 +93,8 @@ def run_certify(args: Any) -> int:
                                 f"{Path(path).name}: prediction {r['class']}, {verdict} under {kind} budgets "
                                 f"(eps0 {run.eps0:g})")
         r["file"] = str(path)
+        r["original_size"] = list(loaded[i].original_size)
+        r["resize_note"] = loaded[i].note
         r["budget_map"] = str(save_figure(fig, out / f"{name}-budgets", formats=("png",))[0])
     if args.json:
         print(json.dumps({"run_dir": str(run.run_dir), "methods": methods, "images": reports}, indent=2))

@@ -7,9 +7,14 @@ C ∈ {1, 3, 4} (a fourth, alpha channel is dropped). Values: uint8 0…255 or f
 by repetition, and an area-preserving (antialiased bilinear) resize to the model's H×W when the
 aspect ratio matches within 2 % (``stretch=True`` allows any). Anything else is a ``UserError``
 that says what was found and what the model expects.
+
+:func:`read_image` also says how the image was resized: a resize by more than ``NOTE_FACTOR`` (2×)
+in either dimension, up or down (a 3×3 array blown up to 28×28, a photo shrunk to 28×28), comes
+with a one-line note, since the result may not be what the user meant to certify.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,30 @@ from ..errors import UserError
 SUPPORTED = (".png", ".jpg", ".jpeg", ".npy")
 LUMA = (0.299, 0.587, 0.114)
 ASPECT_TOLERANCE = 0.02
+NOTE_FACTOR = 2.0
+
+
+@dataclass
+class LoadedImage:
+    """:func:`read_image`'s result: ``x`` (C×H×W float32 in [0, 1], the model's shape), the file's
+    ``original_size`` (height, width), and ``note`` (a sentence when it was resized by more than
+    ``NOTE_FACTOR`` in either dimension, else None)."""
+
+    x: torch.Tensor
+    original_size: tuple[int, int]
+    note: str | None
+
+
+def resize_note(path: str | Path, original: tuple[int, int], target: tuple[int, int]) -> str | None:
+    """A one-line note when ``original`` (height, width) → ``target`` scales a dimension by more than
+    ``NOTE_FACTOR`` (up or down); None otherwise."""
+    (ih, iw), (h, w) = original, target
+    factors = (h / ih, w / iw)
+    if all(1 / NOTE_FACTOR <= f <= NOTE_FACTOR for f in factors):
+        return None
+    how = ", ".join(f"{name} {f:.3g}× {'up' if f > 1 else 'down'}" for name, f in zip(("height", "width"), factors))
+    return (f"{path} is {ih}×{iw} (height×width) and was resized to the model's {h}×{w} ({how}); "
+            "check that this is the image you meant to certify")
 
 
 def _read(path: Path) -> np.ndarray:
@@ -85,7 +114,14 @@ def load_image(path: str | Path, input_shape: tuple[int, int, int], *, stretch: 
 
     ``invert`` maps v → 1 − v (e.g. a dark digit on white paper for an MNIST model, which expects a
     light digit on black). Raises ``UserError`` when the file cannot be read or converted.
+    :func:`read_image` gives the same tensor with the original size and the resize note.
     """
+    return read_image(path, input_shape, stretch=stretch, invert=invert).x
+
+
+def read_image(path: str | Path, input_shape: tuple[int, int, int], *, stretch: bool = False,
+               invert: bool = False) -> LoadedImage:
+    """:func:`load_image` that also returns the file's size and the note on a large resize."""
     path = Path(path)
     c, h, w = (int(v) for v in input_shape)
     img = _to_chw(_to_unit_float(np.asarray(_read(path)), path), c, path)
@@ -100,4 +136,4 @@ def load_image(path: str | Path, input_shape: tuple[int, int, int], *, stretch: 
         x = x.clamp(0.0, 1.0)
     if invert:
         x = 1.0 - x
-    return x.contiguous()
+    return LoadedImage(x=x.contiguous(), original_size=(int(ih), int(iw)), note=resize_note(path, (ih, iw), (h, w)))

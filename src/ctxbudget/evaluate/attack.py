@@ -3,16 +3,38 @@
 All tensors are in pixel units: images ``x`` B×C×H×W in [0, 1], budgets ``eps`` of the same shape.
 The attack searches the box ``[max(x − ε, 0), min(x + ε, 1)]`` (``ctxbudget.budgets.input_box``),
 so dimensions whose box has zero width (ε_i = 0, or x_i at the domain edge on the clipped side) are
-never moved. The step is per pixel, proportional to that pixel's budget: ``step_i = step_factor ·
-ε_i / steps`` (default 2.5·ε_i/steps, as in Madry et al.), signed gradient, then projection
-(element-wise clamp) back onto the box.
+never moved. Every step is a signed-gradient step of per-pixel size proportional to that pixel's
+budget, then a projection (element-wise clamp) back onto the box.
 
-An example is *broken* when some margin ``f_y − f_j`` (j ≠ y) is < 0 at a point of the box; the
-clean point is always among the points tried, so misclassified examples count as broken.
+:func:`pgd_attack` runs, on the whole batch at once:
+
+1. ``restarts`` *untargeted* runs (objective: the smallest margin ``f_y − max_{j≠y} f_j``, or
+   cross-entropy) from uniform random points of the box with the constant step
+   ``step_factor · ε_i / steps`` (Madry et al.: 2.5·ε_i/steps);
+2. ``targets`` *targeted* runs: run k pushes the margin ``f_y − f_j`` against the k-th most likely
+   other class j of each example (ranked by the clean logits; ``targets ≥ K−1`` tries every class),
+   starting alternately from a random corner of the box (every pixel at lo or hi, chosen at
+   random; runs 1, 3, …) and a uniform random point (runs 2, 4, …), with a cosine step schedule
+   ``ε_i · (1 + cos(π t / steps)) / 2`` that decays from ``ε_i`` to 0.
+
+Untargeted PGD follows the class that is closest at the start and can stall on it while another
+class is reachable (issue 18: an example of the quick-start model that α,β-CROWN broke and a
+single untargeted run did not); the targeted runs with large early steps cover that case. The
+untargeted runs draw their random starts first, exactly as the single-restart attack of earlier versions did, so
+the result is never weaker than that attack with the same generator; the targeted runs draw from
+a generator seeded from its state (:func:`_side_generator`) without advancing it, so this holds
+for every call of a sequence sharing one generator (an evaluation's batches).
+
+An example is *broken* when some margin ``f_y − f_j`` (j ≠ y) is < 0 at a point of the box. The
+smallest margin over **all** classes is recorded at the clean point and at every iterate of every
+run (the best point is kept), so misclassified examples count as broken.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -45,55 +67,101 @@ class AttackResult:
         return self.min_margin < 0
 
 
+def _targets(logits: torch.Tensor, y: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` most likely classes other than y per example (B×count, by descending logit)."""
+    masked = logits.detach().clone()
+    masked.scatter_(1, y.view(-1, 1), float("-inf"))
+    return masked.argsort(dim=1, descending=True)[:, :count]
+
+
+def _side_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """RNG of the targeted runs: seeded from ``generator``'s state without advancing it, so adding
+    targeted runs leaves every later draw of the untargeted runs (this call's and later calls')
+    as it was. ``None`` (torch's global RNG) stays ``None``."""
+    if generator is None:
+        return None
+    digest = hashlib.sha256(generator.get_state().numpy().tobytes()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *,
-               steps: int = 50, restarts: int = 1, step_factor: float = 2.5, loss: str = "margin",
-               generator: torch.Generator | None = None) -> AttackResult:
+               steps: int = 50, restarts: int = 1, targets: int = 3, step_factor: float = 2.5,
+               loss: str = "margin", generator: torch.Generator | None = None) -> AttackResult:
     """Minimise the margin of ``model`` over the clipped box around ``x`` with per-pixel budgets.
 
     Args:
         model: classifier, B×C×H×W → B×K logits (used as is; put it in eval mode yourself).
         x: clean images B×C×H×W in [0, 1]; y: labels (B, int64).
         eps: budgets B×C×H×W ≥ 0 (pixel units).
-        steps: PGD steps per restart (0 evaluates the clean point only).
-        restarts: number of random starts (uniform in the box); the best of all is kept.
-        step_factor: step size per pixel is ``step_factor · eps / steps``.
-        loss: ``"margin"`` (maximise ``max_{j≠y} f_j − f_y``) or ``"ce"`` (cross-entropy).
+        steps: PGD steps per run (0 evaluates the clean point only).
+        restarts: untargeted runs from uniform random starts, constant step (module docstring, 1).
+        targets: targeted runs against the most likely other classes, from random corners and
+            uniform points with a cosine step schedule (module docstring, 2); 0 turns them off.
+            Like AutoAttack's later attacks, they attack only the examples not broken yet.
+        step_factor: the untargeted runs' step per pixel is ``step_factor · eps / steps``.
+        loss: objective of the untargeted runs, ``"margin"`` (maximise ``max_{j≠y} f_j − f_y``) or
+            ``"ce"`` (cross-entropy); the targeted runs use the targeted margin ``f_j − f_y``.
         generator: torch RNG for the random starts (reproducibility).
 
     Returns:
-        AttackResult with the smallest margin seen over the clean point and every iterate.
+        AttackResult with the smallest margin (over all classes) seen at the clean point and every
+        iterate of every run, and the point where it was reached. Costs at most ``(restarts +
+        min(targets, K−1)) · steps`` forward/backward passes of the batch.
     """
     if loss not in ("margin", "ce"):
         raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
-    if steps < 0 or restarts < 1:
-        raise ValueError(f"need steps >= 0 and restarts >= 1, got {steps}, {restarts}")
+    if steps < 0 or restarts < 1 or targets < 0:
+        raise ValueError(f"need steps >= 0, restarts >= 1 and targets >= 0, got {steps}, {restarts}, {targets}")
     x = x.detach()
     eps = eps.detach().to(x.dtype)
     lo, hi = input_box(x, eps)
-    step = step_factor * eps / max(steps, 1)
     with torch.no_grad():
-        best = min_margin(model(x), y)
+        clean_logits = model(x)
+        best = min_margin(clean_logits, y)
     best_x = x.clone()
 
-    def record(point: torch.Tensor, m: torch.Tensor) -> None:
-        nonlocal best
-        better = m < best
+    def record(idx: torch.Tensor, point: torch.Tensor, m: torch.Tensor) -> None:
+        better = m < best[idx]
         if bool(better.any()):
-            best = torch.where(better, m, best)
-            best_x[better] = point[better]
+            best[idx[better]] = m[better]
+            best_x[idx[better]] = point[better]
 
-    for _ in range(restarts if steps > 0 else 0):
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        point = lo + u * (hi - lo)
-        for _ in range(steps):
+    def descend(idx: torch.Tensor, start: torch.Tensor, target: torch.Tensor | None,
+                step_at: Callable[[int], torch.Tensor]) -> None:
+        """One PGD run on the examples ``idx`` from ``start`` (len(idx)×C×H×W)."""
+        yi, loi, hii = y[idx], lo[idx], hi[idx]
+        point = start
+        for t in range(steps):
             point.requires_grad_(True)
             logits = model(point)
-            m = min_margin(logits, y)
-            objective = -m.sum() if loss == "margin" else nn.functional.cross_entropy(logits, y, reduction="sum")
+            m = min_margin(logits, yi)
+            if target is not None:
+                objective = (logits.gather(1, target.view(-1, 1)) - logits.gather(1, yi.view(-1, 1))).sum()
+            elif loss == "margin":
+                objective = -m.sum()
+            else:
+                objective = nn.functional.cross_entropy(logits, yi, reduction="sum")
             grad, = torch.autograd.grad(objective, point)
             with torch.no_grad():
-                record(point.detach(), m.detach())
-                point = torch.max(torch.min(point.detach() + step * grad.sign(), hi), lo)
+                record(idx, point.detach(), m.detach())
+                point = torch.max(torch.min(point.detach() + step_at(t)[idx] * grad.sign(), hii), loi)
         with torch.no_grad():
-            record(point, min_margin(model(point), y))
-    return AttackResult(min_margin=best.detach(), x_adv=best_x)
+            record(idx, point, min_margin(model(point), yi))
+
+    if steps == 0:
+        return AttackResult(min_margin=best, x_adv=best_x)
+    everyone = torch.arange(len(x), device=x.device)
+    constant = step_factor * eps / steps
+    for _ in range(restarts):                                     # 1. untargeted, constant step
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        descend(everyone, lo + u * (hi - lo), None, lambda t: constant)
+    n_targets = min(targets, int(clean_logits.shape[1]) - 1)
+    ranked = _targets(clean_logits, y, n_targets)
+    side = _side_generator(generator)
+    for k in range(n_targets):                                    # 2. targeted, cosine schedule
+        u = torch.rand(x.shape, generator=side, dtype=x.dtype).to(x.device)
+        start = torch.where(u < 0.5, lo, hi) if k % 2 == 0 else lo + u * (hi - lo)   # corner / uniform
+        idx = (best >= 0).nonzero().flatten()                     # not broken yet
+        if idx.numel():
+            descend(idx, start[idx], ranked[idx, k], lambda t: eps * (0.5 * (1 + math.cos(math.pi * t / steps))))
+    return AttackResult(min_margin=best, x_adv=best_x)

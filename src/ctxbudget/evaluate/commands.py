@@ -55,7 +55,11 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data root (default: the run's, then $CTXBUDGET_DATA)")
     p.add_argument("--batch-size", type=int, default=128, metavar="B", help="examples per batch (default: 128)")
     p.add_argument("--attack-steps", type=int, default=50, metavar="S", help="PGD steps per restart (default: 50)")
-    p.add_argument("--attack-restarts", type=int, default=1, metavar="R", help="PGD random restarts (default: 1)")
+    p.add_argument("--attack-restarts", type=int, default=1, metavar="R",
+                   help="untargeted PGD runs from random starts (default: 1)")
+    p.add_argument("--attack-targets", type=int, default=3, metavar="T",
+                   help="targeted PGD runs against the T most likely other classes, on the examples not broken "
+                        "yet (default: 3; 0: the untargeted runs alone, the earlier attack)")
     p.add_argument("--attack-loss", choices=("margin", "ce"), default="margin", help="PGD objective (default: margin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -71,12 +75,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for name in ("batch_size", "attack_restarts"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.attack_steps < 0 or args.liu_limit < 0 or args.liu_iters < 0:
-        raise UserError("--attack-steps, --liu-limit and --liu-iters must be >= 0")
+    if args.attack_steps < 0 or args.attack_targets < 0 or args.liu_limit < 0 or args.liu_iters < 0:
+        raise UserError("--attack-steps, --attack-targets, --liu-limit and --liu-iters must be >= 0")
     run = _load_run(args.run_dir)
     results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, methods=methods,
                            batch_size=args.batch_size, attack_steps=args.attack_steps,
-                           attack_restarts=args.attack_restarts, attack_loss=args.attack_loss,
+                           attack_restarts=args.attack_restarts, attack_targets=args.attack_targets,
+                           attack_loss=args.attack_loss,
                            liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
                            seed=args.seed, progress=False if args.no_progress else None)
     print(format_results_table(results))

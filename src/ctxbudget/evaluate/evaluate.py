@@ -53,7 +53,8 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                    methods: Sequence[str] = DEFAULT_METHODS, batch_size: int = 128, attack_steps: int = 50,
-                   attack_restarts: int = 1, attack_loss: str = "margin", liu_limit: int = 100,
+                   attack_restarts: int = 1, attack_targets: int = 3, attack_loss: str = "margin",
+                   liu_limit: int = 100,
                    liu_method: str = "crown-ibp", liu_iters: int = 100, liu_lr: float = 0.05,
                    bound_fn: BoundFn | None = None, seed: int = 0, progress: bool | None = None,
                    strict: bool = True, return_records: bool = False, typed: bool = False) -> Any:
@@ -64,8 +65,10 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
         threat: budget model (``forward(x) -> ε``, ``.eps0``, ``.kind``), e.g. ``LearnedBudget``.
         images: N×C×H×W in [0, 1]; labels: (N,) int64.
         methods: bound methods for the verified errors (subset of ibp, crown-ibp, crown, alpha-crown).
-        attack_steps / attack_restarts / attack_loss: PGD settings (``attack.pgd_attack``), used for
-            every attack (learned, uniform and Liu et al. budgets).
+        attack_steps / attack_restarts / attack_targets / attack_loss: PGD settings
+            (``attack.pgd_attack``: steps per run, untargeted runs, targeted runs against the most
+            likely other classes, objective), used for every attack (learned, uniform and Liu et al.
+            budgets).
         liu_limit: number of leading examples for the (expensive) Liu et al. column; 0 skips it.
         liu_method / liu_iters / liu_lr: bound method and optimiser settings of ``liu_max_volume``.
         bound_fn: margin lower-bound function (default: ``ctxbudget.bounds``); tests inject others.
@@ -83,7 +86,8 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     methods = parse_methods(methods)
     liu_method = parse_methods([liu_method])[0]
     progress = sys.stderr.isatty() if progress is None else progress
-    settings = AttackSettings(steps=attack_steps, restarts=attack_restarts, loss=attack_loss, seed=seed)
+    settings = AttackSettings(steps=attack_steps, restarts=attack_restarts, targets=attack_targets, loss=attack_loss,
+                              seed=seed)
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError("images and labels must be torch tensors")
     images, labels = images.float(), labels.long()

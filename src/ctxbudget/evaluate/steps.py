@@ -28,11 +28,13 @@ class AttackSettings:
 
     steps: int = 50
     restarts: int = 1
+    targets: int = 3
     loss: str = "margin"
     seed: int = 0
 
     def as_dict(self) -> dict:
-        return {"steps": self.steps, "restarts": self.restarts, "loss": self.loss, "seed": self.seed}
+        return {"steps": self.steps, "restarts": self.restarts, "targets": self.targets, "loss": self.loss,
+                "seed": self.seed}
 
 
 def batches(n: int, size: int) -> list[slice]:
@@ -57,8 +59,8 @@ def verify_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: t
 def attack_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
                  settings: AttackSettings, generator: torch.Generator) -> np.ndarray:
     """Smallest margin PGD reaches in the box (B, logit units; < 0: broken)."""
-    return pgd_attack(classifier, x, y, eps, steps=settings.steps, restarts=settings.restarts, loss=settings.loss,
-                      generator=generator).min_margin.cpu().numpy()
+    return pgd_attack(classifier, x, y, eps, steps=settings.steps, restarts=settings.restarts,
+                      targets=settings.targets, loss=settings.loss, generator=generator).min_margin.cpu().numpy()
 
 
 def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,

@@ -12,7 +12,10 @@ input boxes for complete verifiers.
   onnx         DIR/model.onnx (dynamic batch), checked against PyTorch with onnxruntime if installed
   torchscript  DIR/model.pt (torch.jit.load), checked against PyTorch
   vnnlib       DIR/vnnlib/{learned,uniform}_NNNNN.vnnlib (box + unsafe margin property),
-               DIR/model.onnx (batch 1), DIR/instances.csv, DIR/abcrown.yaml, DIR/manifest.json
+               DIR/model.onnx (batch 1), DIR/instances.csv, DIR/abcrown.yaml (general.device: this
+               machine's, or --abcrown-device), DIR/manifest.json (labels, predictions and
+               ctxbudget's own verdict per instance: certified by IBP / CROWN-IBP or not, with the
+               smallest certified margin lower bound)
 
 examples:
   ctxbudget export runs/quick --format onnx --out export/quick
@@ -36,6 +39,9 @@ def add_export_parser(subparsers: Any) -> None:
                    help="vnnlib: boxes under the run's learned budgets, uniform eps0, or both "
                         "(default: the budgets the run was trained with)")
     p.add_argument("--timeout", type=float, default=300.0, help="vnnlib: per-instance timeout in instances.csv (s)")
+    p.add_argument("--abcrown-device", default=None, choices=["cpu", "cuda"],
+                   help="vnnlib: 'general: device:' in abcrown.yaml, where alpha,beta-CROWN runs (default: this "
+                        "machine's, cuda if torch sees a GPU, else cpu)")
     p.add_argument("--data-dir", default=None, help="data root (default: the run's, else $CTXBUDGET_DATA)")
     p.set_defaults(func=run_export)
 
@@ -71,14 +77,20 @@ def run_export(args: Any) -> int:
         if run.kind == "uniform" and budget in ("learned", "both"):
             raise UserError(f"{args.run_dir} was trained with uniform budgets (no generator); use --budget uniform")
         kinds = KINDS if budget == "both" else (budget,)
-        manifest = export_vnnlib(run, ds.images[:n], ds.labels[:n], out, kinds=kinds, timeout=args.timeout)
+        manifest = export_vnnlib(run, ds.images[:n], ds.labels[:n], out, kinds=kinds, timeout=args.timeout,
+                                  abcrown_device=args.abcrown_device)
         model = manifest["model"]
         wrong = sum(e["label"] != e["prediction"] for e in manifest["examples"])
         print(f"wrote {n * len(kinds)} VNN-LIB files ({', '.join(kinds)} budgets, eps0 {run.eps0:g}) for the first "
               f"{n} {args.split} examples ({wrong} misclassified: trivially unsafe) to {out / 'vnnlib'}; every "
               "box read back equals input_box(x, eps(x)) exactly")
+        verdicts = [v["verdict"] for e in manifest["examples"] for v in e["ctxbudget"].values()]
+        print(f"ctxbudget's verdicts ({', '.join(manifest['verdict_methods'])}; manifest.json): "
+              f"{verdicts.count('certified')} certified, {verdicts.count('not certified')} not certified, "
+              f"{verdicts.count('misclassified')} misclassified of {len(verdicts)} instances")
         print(f"wrote {out / 'model.onnx'} (batch 1; max |diff| vs PyTorch {model['max_abs_diff']}), "
-              f"{out / 'instances.csv'}, {out / 'abcrown.yaml'}, {out / 'manifest.json'}")
+              f"{out / 'instances.csv'}, {out / 'abcrown.yaml'} (general.device: {manifest['abcrown_device']}), "
+              f"{out / 'manifest.json'}")
     return 0
 
 

@@ -18,8 +18,11 @@ and ``read_vnnlib`` returns exactly ``input_box(x, ε(x))``.
 
 Beside the ``vnnlib/`` folder, :func:`export_vnnlib` writes ``model.onnx`` (batch 1),
 ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the folder),
-``abcrown.yaml`` (α,β-CROWN: ``python abcrown.py --config DIR/abcrown.yaml``) and
-``manifest.json`` (examples, labels, predictions, budget kinds, files).
+``abcrown.yaml`` (α,β-CROWN: ``python abcrown.py --config DIR/abcrown.yaml``; it states the
+device, ``general: device: cpu|cuda``, since α,β-CROWN's default ``cuda`` fails without a GPU) and
+``manifest.json`` (examples, labels, predictions, budget kinds, files, and ctxbudget's own verdict
+per instance: certified / not certified / misclassified with the smallest certified margin lower
+bound, ``verdicts.py``).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import torch
 
 from ..budgets import UniformBudget, input_box
 from ..errors import UserError
+from .verdicts import VERDICT_METHODS, instance_verdicts
 
 KINDS = ("learned", "uniform")
 _BOUND = re.compile(r"\(assert\s+\((<=|>=)\s+X_(\d+)\s+([^\s()]+)\s*\)\s*\)")
@@ -106,15 +110,28 @@ def read_vnnlib(path: str | Path) -> dict[str, Any]:
     return {"lower": lower, "upper": upper, "label": label, "num_classes": k}
 
 
-def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, timeout: float) -> str:
+ABCROWN_DEVICES = ("cpu", "cuda")
+
+
+def default_abcrown_device() -> str:
+    """The device α,β-CROWN should run on, judged on this machine: ``cuda`` if torch sees a GPU, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, timeout: float, device: str,
+                  device_reason: str) -> str:
     c, h, w = input_shape
     return (
         "# alpha,beta-CROWN config written by 'ctxbudget export --format vnnlib'.\n"
         f"#   python abcrown.py --config {root / 'abcrown.yaml'}\n"
         "# Each instance: model.onnx (pixels in [0, 1], Normalize inside) and one VNN-LIB file whose\n"
         "# property is the unsafe set (some class j != y with logit_j >= logit_y); 'safe' = certified.\n"
-        "# Keys as in alpha,beta-CROWN's complete_verifier/arguments.py; without a GPU add 'device: cpu' under general.\n"
+        "# Keys as in alpha,beta-CROWN's complete_verifier/arguments.py (checked against the Dec 2025 release).\n"
+        f"# general.device: {device} ({device_reason}).\n"
+        "#   alpha,beta-CROWN's own default is cuda, which fails on a machine without a GPU: set cpu or\n"
+        "#   cuda for the machine that runs the verifier (or export again with --abcrown-device cpu|cuda).\n"
         "general:\n"
+        f"  device: {device}\n"
         f"  root_path: {json.dumps(str(root))}\n"
         "  csv_name: instances.csv\n"
         "  complete_verifier: bab\n"
@@ -129,13 +146,17 @@ def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, time
 
 def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *,
                   kinds: Sequence[str] = ("learned",), timeout: float = 300.0, indices: Sequence[int] | None = None,
-                  write_model: bool = True) -> dict[str, Any]:
+                  write_model: bool = True, abcrown_device: str | None = None,
+                  verdict_methods: Sequence[str] = VERDICT_METHODS) -> dict[str, Any]:
     """Write the VNN-LIB set of ``images`` (N×C×H×W in [0, 1], labels N) for a loaded run.
 
     ``kinds`` ⊆ {learned, uniform}: learned = the run's budgets ε(x) (``run.budgets`` on this
     batch), uniform = ε0 everywhere. Every file is parsed back and must give exactly
     ``input_box(x, ε)`` (else ``RuntimeError``). ``indices`` name the examples in the manifest (default
-    0…N−1). ``write_model=False`` skips ``model.onnx`` (no onnx needed). Returns the manifest.
+    0…N−1). ``write_model=False`` skips ``model.onnx`` (no onnx needed). ``abcrown_device`` (``cpu`` or
+    ``cuda``) is written as ``general: device:`` in ``abcrown.yaml``; default: this machine's
+    (:func:`default_abcrown_device`). Each example's manifest entry holds ctxbudget's own verdict on
+    each of its boxes under ``verdict_methods`` (``ctxbudget.export.verdicts``). Returns the manifest.
     """
     kinds = tuple(dict.fromkeys(kinds))
     if not kinds or any(k not in KINDS for k in kinds):
@@ -144,6 +165,14 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
         raise UserError(f"need N×C×H×W images and N labels (N ≥ 1), got {tuple(images.shape)} / {tuple(labels.shape)}")
     if not timeout > 0:
         raise UserError(f"timeout must be positive, got {timeout}")
+    if abcrown_device is None:
+        device = default_abcrown_device()
+        device_reason = ("the exporting machine has a CUDA GPU" if device == "cuda"
+                         else "the exporting machine has no CUDA GPU")
+    elif abcrown_device in ABCROWN_DEVICES:
+        device, device_reason = abcrown_device, "chosen explicitly (--abcrown-device)"
+    else:
+        raise UserError(f"abcrown_device must be one of {', '.join(ABCROWN_DEVICES)}, got {abcrown_device!r}")
     if "learned" in kinds and run.kind != "learned":
         raise UserError("learned boxes need a run trained with learned budgets; this run's are uniform")
     if write_model:
@@ -163,10 +192,12 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
     budgets = {"learned": run.threat, "uniform": UniformBudget(run.eps0)}
     rows, examples = [], []
     boxes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    verdicts: dict[str, list[dict[str, Any]]] = {}
     for kind in kinds:
         with torch.no_grad():
             lo, hi = input_box(images, budgets[kind](images))
         boxes[kind] = (lo.reshape(len(images), -1).cpu().numpy(), hi.reshape(len(images), -1).cpu().numpy())
+        verdicts[kind] = instance_verdicts(classifier, images, labels, lo, hi, methods=verdict_methods)
     for n, i in enumerate(idx):
         y = int(labels[n])
         files = {}
@@ -183,15 +214,18 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
                 raise RuntimeError(f"{name}: the box read back differs from the one written")
             files[kind] = name
             rows.append(f"model.onnx,{name},{timeout:g}")
-        examples.append({"index": i, "label": y, "prediction": int(preds[n]), "files": files})
+        examples.append({"index": i, "label": y, "prediction": int(preds[n]), "files": files,
+                         "ctxbudget": {kind: verdicts[kind][n] for kind in kinds}})
     manifest: dict[str, Any] = {"run_dir": str(run.run_dir), "eps0": float(run.eps0), "training_kind": run.kind,
                                 "input_shape": list(input_shape), "num_classes": num_classes, "kinds": list(kinds),
-                                "timeout": timeout, "examples": examples, "model": None}
+                                "timeout": timeout, "abcrown_device": device, "verdict_methods": list(verdict_methods),
+                                "examples": examples, "model": None}
     if write_model:
         from .to_onnx import export_onnx
 
         manifest["model"] = export_onnx(classifier, input_shape, out / "model.onnx", dynamic_batch=False)
     (out / "instances.csv").write_text("\n".join(rows) + "\n")
-    (out / "abcrown.yaml").write_text(_abcrown_yaml(out.resolve(), input_shape, num_classes, timeout))
+    (out / "abcrown.yaml").write_text(_abcrown_yaml(out.resolve(), input_shape, num_classes, timeout, device,
+                                                      device_reason))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -103,7 +103,7 @@ def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", 
         kind = "uniform" if "uniform" in row.config else "learned"
         ovr = schedule_overrides(exp, row, schedule, kind) + list(overrides or [])
         if data_dir is not None:
-            ovr.append(f"data.root={Path(data_dir).resolve()}")
+            ovr.append(f"data.root={data_dir}")             # as given: config.yaml holds no absolute path
         if not ok:
             plans.append(RowPlan(row, run_dir, "unavailable", None, ovr, reason=why))
             continue
@@ -159,26 +159,29 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
             train(plan.config, plan.run_dir, device=device, progress=progress)
         elif plan.status == "resume":
             log(f"[{name}/{plan.row.name}] resuming {plan.run_dir}")
-            resume(plan.run_dir, device=device, progress=progress)
+            resume(plan.run_dir, overrides={"data": {"root": data_dir}} if data_dir is not None else None,
+                   device=device, progress=progress)
         log(f"[{name}/{plan.row.name}] evaluating")
         with rundir.exclusive(plan.run_dir):
             run = load_run(plan.run_dir)
-            evaluate_run(run, limit=eval_limit, liu_limit=liu_limit, methods=methods, progress=progress)
+            evaluate_run(run, limit=eval_limit, liu_limit=liu_limit, methods=methods, progress=progress,
+                         data_dir=data_dir)
             if plan.row.uniform_eps is not None:
-                _evaluate_extra_uniform(run, plan.row.uniform_eps, eval_limit, methods)
-            visualize_run(run, plan.run_dir / "figures")
+                _evaluate_extra_uniform(run, plan.row.uniform_eps, eval_limit, methods, data_dir)
+            visualize_run(run, plan.run_dir / "figures", data_dir=data_dir)
     path = write_tables(exp, plans, Path(out_dir), schedule)
     log(f"wrote {path}")
     return path
 
 
-def _evaluate_extra_uniform(run: Any, eps: float, limit: int | None, methods: tuple[str, ...]) -> None:
+def _evaluate_extra_uniform(run: Any, eps: float, limit: int | None, methods: tuple[str, ...],
+                            data_dir: str | None = None) -> None:
     """Verified error of ``run``'s classifier under the uniform budget ``eps`` (Appendix C), written
     to ``RUN_DIR/results_uniform-<eps>.json``."""
     from ..budgets import UniformBudget
     from ..evaluate.evaluate import evaluate_model, load_split
 
-    ds = load_split(run, "test")
+    ds = load_split(run, "test", data_dir)
     x, y = (ds.images, ds.labels) if limit is None else (ds.images[:limit], ds.labels[:limit])
     res = evaluate_model(run.classifier, UniformBudget(eps), x, y, methods=methods, liu_limit=0)
     (Path(run.run_dir) / f"results_uniform-{eps:g}.json").write_text(json.dumps(res, indent=2) + "\n")

@@ -22,7 +22,8 @@ def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a run (learned or uniform budgets)", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="NAME|FILE",
-                   help="packaged config name (list: ctxbudget configs) or YAML file; defaults apply to missing keys")
+                   help="packaged config name (list: ctxbudget configs) or YAML file; defaults apply to missing keys "
+                        "(required, except with --resume or --print-config)")
     p.add_argument("--out", metavar="DIR", help="new run directory (default: runs/<config name>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.epochs=5 --set budget.kind=uniform (repeatable)")
@@ -43,8 +44,8 @@ def run_train(args) -> int:
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data.root={args.data_dir}")
-    # a relative data root is stored resolved, so evaluate/visualize work from any directory
-    absolute = lambda root: None if root is None else str(Path(str(root)).expanduser().resolve())
+    # the data root is stored as the user gave it (a relative path stays relative, so config.yaml holds
+    # no absolute path of this machine); None when it comes from $CTXBUDGET_DATA or the default
     progress = False if args.no_progress else None
     if args.resume is not None:
         run_dir = args.out if args.resume is True else args.resume
@@ -54,18 +55,18 @@ def run_train(args) -> int:
             raise UserError("--resume continues a run with its own config.yaml; drop --config "
                             "(use --set KEY=VALUE to change a setting, e.g. optim.epochs)")
         parsed = parse_overrides(overrides)
-        if isinstance(parsed.get("data"), dict) and parsed["data"].get("root") is not None:
-            parsed["data"]["root"] = absolute(parsed["data"]["root"])
         resume(run_dir, overrides=parsed or None, device=args.device, progress=progress)
         return 0
+    if args.config is None and not args.print_config:
+        raise UserError("no config given: name one with --config NAME|FILE, e.g. ctxbudget train --config quickstart "
+                        "--out runs/quick (list the packaged configs with: ctxbudget configs)")
     cfg = load_config(args.config, overrides)
-    cfg.data.root = absolute(cfg.data.root)
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
     out = args.out
     if out is None:
-        stem = Path(args.config).stem if args.config else "run"
+        stem = Path(args.config).stem
         out = f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = train(cfg, out, device=args.device, progress=progress)
     if trainer.dist.is_main:
