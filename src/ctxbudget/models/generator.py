@@ -62,10 +62,11 @@ class ContextHead(nn.Module):
         c, h, w = input_shape
         self.size = (h, w)
         self.grid = coarse_grid(h, w)
-        pad = {"padding_mode": "replicate"}   # zero padding would tell pixels near the border where they are
-        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, **pad), nn.ReLU(),
-                                   nn.Conv2d(8, width, 3, padding=1, **pad), nn.ReLU(),
-                                   nn.Conv2d(width, width, 3, padding=2, dilation=2, **pad), nn.ReLU())
+        # replicate padding: zero padding would tell pixels near the border where they are
+        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
+                                   nn.Conv2d(8, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
+                                   nn.Conv2d(width, width, 3, padding=2, dilation=2, padding_mode="replicate"),
+                                   nn.ReLU())
         self.summary = nn.Sequential(nn.Linear(width + c * 16, context), nn.ReLU())
         self.film = nn.Linear(context, 2 * width)
         self.coarse = nn.Linear(context, c * self.grid[0] * self.grid[1])
