@@ -33,6 +33,15 @@ DEFAULT_HEAD = "context"
 COARSE_RANGE = 1.0
 
 
+#: the context head's ink prior: ``ink_weight · tanh(x / INK_SCALE)`` is added to its logits, with
+#: ``ink_weight`` learned and started at ``INK_INIT`` — every lit pixel (x ≳ 0.1, a faint watermark
+#: included) starts with a smaller budget than the blank background. Without it, the budgets start
+#: uniform, and on Watermarked MNIST (``cpu`` schedule) the classifier lost the 30 %-opacity
+#: watermark in the first ramp epochs and never relearned it (52 % clean error at ε0 = 0.09).
+INK_SCALE = 0.1
+INK_INIT = -2.0
+
+
 def coarse_grid(h: int, w: int, cell: int = 7) -> tuple[int, int]:
     """Cells of the context head's coarse map: about ``cell`` pixels per cell, at least 1."""
     return max(1, round(h / cell)), max(1, round(w / cell))
@@ -52,9 +61,11 @@ class ContextHead(nn.Module):
       added to the logits (gh×gw from :func:`coarse_grid`, 4×4 on MNIST): it can move budget between
       regions of an image as the context says, but has no resolution for a pixel-level mask and,
       bounded to ±1 logit, cannot replace the local map by one fixed coarse map;
-    * output: Conv(16→C, 1) + coarse map.
+    * ink prior: ``w · tanh(x / 0.1)`` per pixel, one learned weight w started at −2 (lit pixels
+      start with smaller budgets than the background; see :data:`INK_INIT`);
+    * output: Conv(16→C, 1) + coarse map + ink prior.
 
-    The FiLM and coarse layers start at zero, so training starts from the local head.
+    The FiLM and coarse layers start at zero, so training starts from the local head and the prior.
     """
 
     def __init__(self, input_shape: tuple[int, int, int], width: int = 16, context: int = 32) -> None:
@@ -74,6 +85,7 @@ class ContextHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.out = nn.Conv2d(width, c, 1)
+        self.ink_weight = nn.Parameter(torch.tensor(INK_INIT))
         self.channels = c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +97,7 @@ class ContextHead(nn.Module):
         feats = feats * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         coarse = COARSE_RANGE * torch.tanh(self.coarse(z)).view(b, self.channels, *self.grid)
         coarse = F.interpolate(coarse, size=self.size, mode="bilinear", align_corners=False)
-        return self.out(feats) + coarse
+        return self.out(feats) + coarse + self.ink_weight * torch.tanh(x / INK_SCALE)
 
 
 class BudgetGenerator(nn.Module):
@@ -125,4 +137,4 @@ def num_weights(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["COARSE_RANGE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]
+__all__ = ["COARSE_RANGE", "INK_INIT", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]
