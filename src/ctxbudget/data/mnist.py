@@ -92,7 +92,7 @@ def mnist_dir(root: Optional[PathLike] = None) -> Path:
 
 def _download(folder: Path, name: str) -> Path:
     """Download ``name``.gz into ``folder`` from the first mirror whose file decompresses to the
-    expected MD5 (the MD5 of the *decompressed* file, which is what the README documents)."""
+    expected MD5 (the MD5 of the *decompressed* file, which is what docs/data.md documents)."""
     dest = folder / (name + ".gz")
     problems: list[str] = []
     for mirror in MIRRORS:
