@@ -40,6 +40,10 @@ COARSE_RANGE = 1.0
 #: watermark in the first ramp epochs and never relearned it (52 % clean error at ε0 = 0.09).
 INK_SCALE = 0.1
 INK_INIT = -2.0
+#: the prior reads the brightest pixel of the 5×5 neighbourhood (stride 1): the dark pixels between
+#: and around faint strokes (inside the 8×8 watermark) start protected too; with the pixel alone the
+#: classifier still lost the watermark (54 % clean error at ε0 = 0.12)
+INK_POOL = 5
 
 
 def coarse_grid(h: int, w: int, cell: int = 7) -> tuple[int, int]:
@@ -61,8 +65,8 @@ class ContextHead(nn.Module):
       added to the logits (gh×gw from :func:`coarse_grid`, 4×4 on MNIST): it can move budget between
       regions of an image as the context says, but has no resolution for a pixel-level mask and,
       bounded to ±1 logit, cannot replace the local map by one fixed coarse map;
-    * ink prior: ``w · tanh(x / 0.1)`` per pixel, one learned weight w started at −2 (lit pixels
-      start with smaller budgets than the background; see :data:`INK_INIT`);
+    * ink prior: ``w · tanh(maxpool5×5(x) / 0.1)``, one learned weight w started at −2 (lit pixels and
+      their 5×5 neighbourhood start with smaller budgets than the background; see :data:`INK_INIT`);
     * output: Conv(16→C, 1) + coarse map + ink prior.
 
     The FiLM and coarse layers start at zero, so training starts from the local head and the prior.
@@ -97,7 +101,8 @@ class ContextHead(nn.Module):
         feats = feats * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         coarse = COARSE_RANGE * torch.tanh(self.coarse(z)).view(b, self.channels, *self.grid)
         coarse = F.interpolate(coarse, size=self.size, mode="bilinear", align_corners=False)
-        return self.out(feats) + coarse + self.ink_weight * torch.tanh(x / INK_SCALE)
+        ink = F.max_pool2d(x, INK_POOL, stride=1, padding=INK_POOL // 2)
+        return self.out(feats) + coarse + self.ink_weight * torch.tanh(ink / INK_SCALE)
 
 
 class BudgetGenerator(nn.Module):
@@ -137,4 +142,4 @@ def num_weights(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["COARSE_RANGE", "INK_INIT", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]
+__all__ = ["COARSE_RANGE", "INK_INIT", "INK_POOL", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]
