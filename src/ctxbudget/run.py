@@ -18,9 +18,9 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -131,6 +131,53 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(obj, dict) or "classifier" not in obj:
         raise UserError(f"checkpoint {path} is not a ctxbudget checkpoint (no classifier weights)")
     return obj
+
+
+#: ``format`` of the checkpoints this version writes
+CHECKPOINT_FORMAT = 1
+#: the keys only a resumable checkpoint (``checkpoints/last.pt``, ``best.pt``) holds
+TRAINING_STATE_KEYS = ("optimizer", "best", "torch_rng")
+
+
+@dataclass
+class Checkpoint:
+    """The contents of a checkpoint file; the one reader and writer of its dict.
+
+    ``checkpoints/last.pt`` and ``best.pt`` hold everything needed to resume (keys classifier,
+    generator, optimizer, epoch, step, best, config, torch_rng, format); ``final.pt`` holds the
+    weights only (classifier, generator, epoch, step, config, format): the training state is None
+    there and its keys are not written. ``generator`` is None for uniform budgets.
+    """
+
+    classifier: dict
+    generator: Optional[dict] = None
+    epoch: Optional[int] = None
+    step: Optional[int] = None
+    config: Optional[dict] = None
+    optimizer: Optional[dict] = None
+    best: Optional[float] = None
+    torch_rng: Optional[torch.Tensor] = None
+    format: int = CHECKPOINT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict saved to disk (the training-state keys only when set; key order as written since format 1)."""
+        order = ("classifier", "generator", "optimizer", "epoch", "step", "best", "config", "torch_rng", "format")
+        return {k: getattr(self, k) for k in order if k not in TRAINING_STATE_KEYS or getattr(self, k) is not None}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Checkpoint:
+        """From a loaded dict (any format-1 checkpoint; missing keys become None)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        """Write atomically (``atomic_torch_save``)."""
+        atomic_torch_save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+        """Read ``path`` (``load_checkpoint``: a clear UserError if missing, corrupt or no checkpoint)."""
+        return cls.from_dict(load_checkpoint(path, map_location=map_location))
 
 
 @contextmanager
@@ -298,19 +345,19 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         path = run_dir / LAST
     if not path.is_file():
         raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
-    state = load_checkpoint(path, map_location=device)
+    state = Checkpoint.load(path, map_location=device)
     info = get_info(cfg.data.name)
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std, device=device)
-    load_weights(classifier, state["classifier"], path, cfg)
+    load_weights(classifier, state.classifier, path, cfg)
     if isinstance(threat, LearnedBudget):
-        if state.get("generator") is None:
+        if state.generator is None:
             raise UserError(f"checkpoint {path} has no generator weights but config.yaml asks for learned budgets")
-        load_weights(threat.generator, state["generator"], path, cfg)
+        load_weights(threat.generator, state.generator, path, cfg)
     threat.eps0 = cfg.budget.eps0
     classifier.to(device).eval()
     threat.to(device).eval()
     for p in list(classifier.parameters()) + list(threat.parameters()):
         p.requires_grad_(False)
-    meta = {k: state[k] for k in ("epoch", "step") if k in state}
+    meta: dict[str, Any] = {k: v for k, v in (("epoch", state.epoch), ("step", state.step)) if v is not None}
     meta["checkpoint"] = str(path)
     return Run(run_dir=run_dir, config=cfg.to_dict(), classifier=classifier, threat=threat, meta=meta)

@@ -80,7 +80,8 @@ def _finished_epoch(run_dir: Path) -> int | None:
     final = run_dir / rundir.FINAL
     if not final.is_file():
         return None
-    return int(rundir.load_checkpoint(final).get("epoch", -1))
+    epoch = rundir.Checkpoint.load(final).epoch
+    return -1 if epoch is None else int(epoch)
 
 
 def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", overrides: list[str] | None = None,
