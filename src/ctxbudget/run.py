@@ -283,12 +283,17 @@ def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes:
 
 @dataclass
 class Run:
-    """A trained run, loaded for evaluation: classifier + threat model at the target ε0."""
+    """A trained run, loaded for evaluation: classifier + threat model at the target ε0.
+
+    ``config``: the run's resolved :class:`RunConfig` (``config_dict``: the same as a nested dict);
+    ``input_shape``: (C, H, W) of its data set's images; ``meta``: which checkpoint was loaded
+    (``checkpoint`` path, ``epoch`` and ``step`` where the file records them)."""
 
     run_dir: Path
-    config: dict
+    config: RunConfig
     classifier: nn.Sequential
     threat: BudgetModel
+    input_shape: tuple[int, int, int]
     meta: dict = field(default_factory=dict)
 
     @property
@@ -308,12 +313,17 @@ class Run:
         return getattr(self.threat, "alpha_hi", 1.0)
 
     @property
+    def config_dict(self) -> dict[str, Any]:
+        """``config`` as a nested dict (the layout of config.yaml)."""
+        return self.config.to_dict()
+
+    @property
     def dataset(self) -> str:
-        return self.config["data"]["name"]
+        return self.config.data.name
 
     @property
     def data_root(self) -> str | None:
-        return self.config["data"].get("root")
+        return self.config.data.root
 
     def budgets(self, x: torch.Tensor) -> torch.Tensor:
         """ε(x) at the run's target ε0, same shape as x (pixel units)."""
@@ -360,4 +370,5 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         p.requires_grad_(False)
     meta: dict[str, Any] = {k: v for k, v in (("epoch", state.epoch), ("step", state.step)) if v is not None}
     meta["checkpoint"] = str(path)
-    return Run(run_dir=run_dir, config=cfg.to_dict(), classifier=classifier, threat=threat, meta=meta)
+    return Run(run_dir=run_dir, config=cfg, classifier=classifier, threat=threat, input_shape=info.input_shape,
+               meta=meta)

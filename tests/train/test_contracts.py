@@ -71,3 +71,14 @@ def test_checkpoint_reads_files_written_as_plain_dicts(tmp_path):
     atomic_torch_save({"generator": None}, tmp_path / "none.pt")
     with pytest.raises(UserError, match="no classifier"):
         Checkpoint.load(tmp_path / "none.pt")
+
+
+def test_load_run_exposes_the_typed_config_and_input_shape(tiny_run_dir):
+    from ctxbudget.config import RunConfig
+    from ctxbudget.run import load_run
+
+    run = load_run(tiny_run_dir)
+    assert isinstance(run.config, RunConfig) and run.config.budget.eps0 == pytest.approx(0.3)
+    assert run.config_dict == run.config.to_dict() and run.config_dict["data"]["name"] == "mnist-sample"
+    assert run.dataset == "mnist-sample" and run.data_root is None and run.input_shape == (1, 28, 28)
+    assert run.meta["checkpoint"].endswith("final.pt") and "epoch" not in run.meta

@@ -58,7 +58,6 @@ def run_certify(args: Any) -> int:
 
     from ..errors import UserError
     from ..evaluate import parse_methods
-    from ..export.commands import run_input_shape
     from ..run import load_run
     from ..viz import save_figure
     from .core import certify_images
@@ -71,7 +70,7 @@ def run_certify(args: Any) -> int:
     if args.attack_steps < 0:
         raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
-    shape = run_input_shape(run)
+    shape = run.input_shape
     loaded = [read_image(p, shape, stretch=args.stretch, invert=args.invert) for p in args.images]
     for img in loaded:
         if img.note:

@@ -15,6 +15,7 @@ import torch
 
 from ..budgets import UniformBudget, input_box, log_volume
 from ..errors import SoundnessError, UserError
+from ..run import Run
 
 
 def verified_decision(classifier: Any, lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor, method: str,
@@ -27,7 +28,7 @@ def verified_decision(classifier: Any, lo: torch.Tensor, hi: torch.Tensor, y: to
     return certify(classifier, lo, hi, y, method, lower=margin_lower, correct=correct, x=images).verified
 
 
-def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | None = None,
+def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | None = None,
                    methods: Sequence[str] = ("ibp", "crown-ibp"), attack_steps: int = 20,
                    seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     """Certify ``images`` (N×C×H×W in [0, 1]) with a run from ``ctxbudget.load_run``.

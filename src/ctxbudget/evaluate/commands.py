@@ -14,7 +14,9 @@ from typing import Any, Sequence
 import torch
 
 from ..contextuality import contextuality_of
+from ..data import ImageDataset
 from ..errors import UserError
+from ..run import Run
 from .blindness import blindness_stats
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .report import format_contextuality, format_results_table, report
@@ -22,7 +24,7 @@ from .report import format_contextuality, format_results_table, report
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-def _load_run(run_dir: str) -> Any:
+def _load_run(run_dir: str) -> Run:
     from ..run import load_run
 
     if not Path(run_dir).is_dir():
@@ -127,9 +129,9 @@ def _parse_indices(text: str | None, num: int, total: int) -> list[int]:
     return idx
 
 
-def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
+def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
                   per_channel: bool = False, split: str = "test", data_dir: str | None = None,
-                  stats_limit: int = 1000, dataset: Any = None) -> dict:
+                  stats_limit: int = 1000, dataset: ImageDataset | None = None) -> dict:
     """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats."""
     from .. import viz
 

@@ -20,6 +20,7 @@ column) fill a typed :class:`~ctxbudget.evaluate.result.EvalResult`. Entry point
 """
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -33,7 +34,9 @@ from torch import nn
 from ..bounds.verify import BoundFn
 from ..budgets import UniformBudget
 from ..contextuality import budget_contextuality
+from ..data import ImageDataset, get_dataset
 from ..errors import UserError
+from ..run import Run, atomic_write_bytes
 from .liu2019 import METHODS
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
@@ -139,15 +142,12 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     return (result.summary(), result.records()) if return_records else result.summary()
 
 
-def load_split(run: Any, split: str = "test", data_dir: str | None = None) -> Any:
+def load_split(run: Run, split: str = "test", data_dir: str | None = None) -> ImageDataset:
     """The run's data set split (``ctxbudget.data.get_dataset``), same synthetic seed as training."""
-    from ..data import get_dataset
-
-    seed = int((getattr(run, "config", None) or {}).get("data", {}).get("seed", 0))
-    return get_dataset(run.dataset, split, root=data_dir or getattr(run, "data_root", None), seed=seed)
+    return get_dataset(run.dataset, split, root=data_dir or run.data_root, seed=run.config.data.seed)
 
 
-def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, data_dir: str | None = None,
+def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, data_dir: str | None = None,
                  write: bool = True, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                  **kwargs: Any) -> dict:
     """Evaluate a loaded run (``ctxbudget.run.load_run``): its classifier under ``run.threat``.
@@ -159,7 +159,7 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     regions = None
     if images is None or labels is None:
         ds = load_split(run, split, data_dir)
-        images, labels, regions = ds.images, ds.labels, getattr(ds, "regions", None)
+        images, labels, regions = ds.images, ds.labels, ds.regions
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
@@ -168,8 +168,8 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     results, rec = evaluate_model(run.classifier, run.threat, images, labels, return_records=True, **kwargs)
     results = {"run_dir": str(run.run_dir), "dataset": run.dataset, "split": split,
                "checkpoint": checkpoint_info(run),
-               "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": getattr(run, "alpha_lo", None),
-                            "alpha_hi": getattr(run, "alpha_hi", None)}, **results}
+               "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": run.alpha_lo,
+                            "alpha_hi": run.alpha_hi}, **results}
     if len(images) >= 2:
         results["contextuality"] = budget_contextuality(run.threat, images, dataset_name=run.dataset,
                                                         regions=regions)
@@ -178,9 +178,9 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     return results
 
 
-def checkpoint_info(run: Any) -> dict:
+def checkpoint_info(run: Run) -> dict:
     """Which weights were evaluated: ``{"file": "final.pt", "epoch": 12, "step": 480}`` (None if unknown)."""
-    meta = getattr(run, "meta", None) or {}
+    meta = run.meta
     path = meta.get("checkpoint")
     name = None
     if path is not None:
@@ -194,10 +194,6 @@ def checkpoint_info(run: Any) -> dict:
 
 def write_results(run_dir: Path, results: dict, records: dict[str, np.ndarray]) -> None:
     """``RUN_DIR/results.json`` (any JSON-safe dict) and ``RUN_DIR/per_example.npz``, both atomically."""
-    import io
-
-    from ..run import atomic_write_bytes
-
     atomic_write_bytes(run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
     buf = io.BytesIO()
     arrays: dict[str, Any] = dict(records)

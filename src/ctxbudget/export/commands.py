@@ -52,7 +52,7 @@ def run_export(args: Any) -> int:
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
     out = Path(args.out)
-    shape = run_input_shape(run)
+    shape = run.input_shape
     if args.format == "onnx":
         from .to_onnx import export_onnx
 
@@ -93,9 +93,3 @@ def run_export(args: Any) -> int:
               f"{out / 'manifest.json'}")
     return 0
 
-
-def run_input_shape(run: Any) -> tuple[int, int, int]:
-    """(C, H, W) of a loaded run's inputs (from its data set's registration)."""
-    from ..data import get_info
-
-    return get_info(run.dataset).input_shape

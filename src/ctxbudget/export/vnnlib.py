@@ -36,6 +36,7 @@ import torch
 
 from ..budgets import UniformBudget, input_box
 from ..errors import UserError
+from ..run import Run
 from .verdicts import VERDICT_METHODS, instance_verdicts
 
 KINDS = ("learned", "uniform")
@@ -144,7 +145,7 @@ def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, time
     )
 
 
-def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *,
+def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *,
                   kinds: Sequence[str] = ("learned",), timeout: float = 300.0, indices: Sequence[int] | None = None,
                   write_model: bool = True, abcrown_device: str | None = None,
                   verdict_methods: Sequence[str] = VERDICT_METHODS) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
     return path
 
 
-def _evaluate_extra_uniform(run: Any, eps: float, limit: int | None, methods: tuple[str, ...],
+def _evaluate_extra_uniform(run: rundir.Run, eps: float, limit: int | None, methods: tuple[str, ...],
                             data_dir: str | None = None) -> None:
     """Verified error of ``run``'s classifier under the uniform budget ``eps`` (Appendix C), written
     to ``RUN_DIR/results_uniform-<eps>.json``."""
