@@ -14,9 +14,13 @@ from typing import Any, Iterable, cast, get_type_hints
 
 import yaml
 
+from .bounds.engine import DIFFERENTIABLE_METHODS, or_list
 from .errors import UserError
 
+#: bound methods of the training loss (``loss.method``)
 METHODS_TRAIN = ("ibp", "crown-ibp")
+#: bound methods of the per-epoch test evaluation (``eval.method``; α-CROWN is too slow there)
+EVAL_METHODS = DIFFERENTIABLE_METHODS
 
 
 @dataclass
@@ -110,11 +114,12 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raise ``UserError`` naming the key for any setting that cannot work."""
-        from .budgets import validate_budget_params
+        from .budgets import BUDGET_KINDS, validate_budget_params
+        from .train.schedules import RAMP_KINDS
 
         b = self.budget
-        if b.kind not in ("learned", "uniform"):
-            raise UserError(f"budget.kind must be 'learned' or 'uniform', got {b.kind!r}")
+        if b.kind not in BUDGET_KINDS:
+            raise UserError(f"budget.kind must be {or_list(tuple(repr(k) for k in BUDGET_KINDS))}, got {b.kind!r}")
         try:
             validate_budget_params(b.eps0, b.alpha_lo, b.alpha_hi)
         except ValueError as exc:
@@ -129,8 +134,8 @@ class RunConfig:
             raise UserError(f"budget.generator_precision must be one of {', '.join(GENERATOR_PRECISIONS)}, "
                             f"got {b.generator_precision!r}")
         s = self.schedule
-        if s.kind not in ("linear", "smoothed"):
-            raise UserError(f"schedule.kind must be 'linear' or 'smoothed', got {s.kind!r}")
+        if s.kind not in RAMP_KINDS:
+            raise UserError(f"schedule.kind must be {or_list(tuple(repr(k) for k in RAMP_KINDS))}, got {s.kind!r}")
         if s.start < 1 or s.length < 0 or not 0 < s.mid < 1:
             raise UserError("schedule: start ≥ 1, length ≥ 0 and 0 < mid < 1 are required")
         if self.loss.method not in METHODS_TRAIN:
@@ -164,8 +169,8 @@ class RunConfig:
             raise UserError(f"optim.weight_decay must be ≥ 0, got {o.weight_decay}")
         if self.eval.batch_size < 1:
             raise UserError(f"eval.batch_size must be ≥ 1, got {self.eval.batch_size}")
-        if self.eval.method not in ("ibp", "crown-ibp", "crown"):
-            raise UserError(f"eval.method must be ibp, crown-ibp or crown, got {self.eval.method!r}")
+        if self.eval.method not in EVAL_METHODS:
+            raise UserError(f"eval.method must be {or_list(EVAL_METHODS)}, got {self.eval.method!r}")
         if self.eval.every < 1:
             raise UserError("eval.every must be ≥ 1")
         for key in ("train_limit", "test_limit"):

@@ -13,12 +13,14 @@ from typing import Any, Sequence
 
 import torch
 
+from ..bounds.engine import or_list
 from ..contextuality import contextuality_of
 from ..data import ImageDataset
 from ..errors import UserError
 from ..run import Run
 from .blindness import blindness_stats
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
+from .liu2019 import LIU_METHODS, check_liu_method
 from .report import format_contextuality, format_results_table, report
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -72,8 +74,10 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace) -> int:
     methods = parse_methods(args.bounds)
     liu_method = parse_methods([args.liu_method])[0]
-    if liu_method == "alpha-crown":
-        raise UserError("--liu-method must be differentiable: ibp, crown-ibp or crown")
+    try:
+        check_liu_method(liu_method)
+    except ValueError:
+        raise UserError(f"--liu-method must be differentiable: {or_list(LIU_METHODS)}") from None
     for name in ("batch_size", "attack_restarts"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bounds.engine import METHODS
 from ..bounds.verify import BoundFn
 from ..budgets import UniformBudget
 from ..contextuality import budget_contextuality
 from ..data import ImageDataset, get_dataset
 from ..errors import UserError
 from ..run import Run, atomic_write_bytes
-from .liu2019 import METHODS
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
 from .steps import AttackSettings, budget_column, clean_predictions, liu_column

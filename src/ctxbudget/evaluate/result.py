@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-KINDS = ("learned", "uniform")
+from ..budgets import BUDGET_KINDS
+
+KINDS = BUDGET_KINDS          # the budget columns (a uniform run's "learned" column is its uniform one)
 
 
 def frac(mask: np.ndarray) -> float:

@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..budgets import BUDGET_KINDS
+
 HELP = """\
 Export a trained run's classifier (Normalize included: inputs are pixels in [0, 1]) or per-example
 input boxes for complete verifiers.
@@ -35,7 +37,7 @@ def add_export_parser(subparsers: Any) -> None:
     p.add_argument("--checkpoint", default="final", choices=["final", "best", "last"], help="weights to export")
     p.add_argument("--limit", type=int, default=10, help="vnnlib: number of examples (first N of the split)")
     p.add_argument("--split", default="test", help="vnnlib: data split (default: test)")
-    p.add_argument("--budget", default=None, choices=["learned", "uniform", "both"],
+    p.add_argument("--budget", default=None, choices=[*BUDGET_KINDS, "both"],
                    help="vnnlib: boxes under the run's learned budgets, uniform eps0, or both "
                         "(default: the budgets the run was trained with)")
     p.add_argument("--timeout", type=float, default=300.0, help="vnnlib: per-instance timeout in instances.csv (s)")

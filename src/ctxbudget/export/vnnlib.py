@@ -34,12 +34,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..budgets import UniformBudget, input_box
+from ..budgets import BUDGET_KINDS, UniformBudget, input_box
 from ..errors import UserError
 from ..run import Run
 from .verdicts import VERDICT_METHODS, instance_verdicts
 
-KINDS = ("learned", "uniform")
+KINDS = BUDGET_KINDS
 _BOUND = re.compile(r"\(assert\s+\((<=|>=)\s+X_(\d+)\s+([^\s()]+)\s*\)\s*\)")
 _UNSAFE = re.compile(r"\(and\s+\(>=\s+Y_(\d+)\s+Y_(\d+)\s*\)\s*\)")
 _DECL = re.compile(r"\(declare-const\s+([XY])_(\d+)\s+Real\s*\)")
