@@ -63,10 +63,18 @@ def test_end_to_end_with_the_real_engine_no_violations():
 
 
 def test_default_bound_function_is_the_engine():
-    engine_bound_fn()
+    engine = engine_bound_fn()
     model, threat, x, y = _setup(2)
     res = evaluate_model(model, threat, x, y, methods=["crown-ibp"], **FAST)
     _check_results(res, 16)
+    # without bound_fn, every column (verified, attack, Liu et al.) is what the engine's bounds give
+    with_engine = evaluate_model(model, threat, x, y, methods=["crown-ibp"], bound_fn=engine, **FAST)
+    res.pop("seconds"), with_engine.pop("seconds")
+    assert res == with_engine
+    # and a different bound function changes the result: the comparison can fail
+    other = evaluate_model(model, threat, x, y, methods=["crown-ibp"], bound_fn=ibp_margin_bounds, **FAST)
+    other.pop("seconds")
+    assert other != res
 
 
 def test_broken_bounds_raise_soundness_error():

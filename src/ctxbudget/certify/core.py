@@ -3,8 +3,8 @@
 For images x (N×C×H×W, pixels in [0, 1]) and a label y per image (default: the prediction), for the
 run's learned budgets ε(x) and for uniform ε0 (only the latter for a uniform run), and for each bound
 method: the margin lower bound ``min_{j≠y} m̲_j`` over the clipped box [max(x−ε, 0), min(x+ε, 1)]
-(logit units) and whether it certifies y (:func:`verified_decision`). Certified examples are attacked
-with PGD as a soundness check (``SoundnessError`` if one is broken).
+(logit units) and whether it certifies y (the one rounding-safe rule, ``ctxbudget.bounds.certify``).
+Certified examples are attacked with PGD as a soundness check (``SoundnessError`` if one is broken).
 """
 from __future__ import annotations
 
@@ -13,19 +13,10 @@ from typing import Any, Sequence
 
 import torch
 
+from ..bounds.verify import certify
 from ..budgets import UniformBudget, input_box, log_volume
 from ..errors import SoundnessError, UserError
 from ..run import Run
-
-
-def verified_decision(classifier: Any, lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor, method: str,
-                      correct: torch.Tensor, margin_lower: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """The verification rule (B bools): classified correctly and every margin lower bound ``m̲_j``
-    (B×(K−1), j ≠ y) certifies, decided by the one rounding-safe rule ``ctxbudget.bounds.certify``
-    (tolerance scaled to the margin's magnitude, float64 re-check near 0)."""
-    from ..bounds.verify import certify
-
-    return certify(classifier, lo, hi, y, method, lower=margin_lower, correct=correct, x=images).verified
 
 
 def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | None = None,
@@ -71,7 +62,8 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
             lo, hi = input_box(images, eps)
             lbs[kind] = {m: margin_lower_bounds(classifier, lo, hi, y, m) for m in methods}
         budgets[kind] = eps
-        verified[kind] = {m: verified_decision(classifier, lo, hi, y, m, ok, lbs[kind][m], images) for m in methods}
+        verified[kind] = {m: certify(classifier, lo, hi, y, m, lower=lbs[kind][m], correct=ok, x=images).verified
+                          for m in methods}
         any_ok = torch.stack(list(verified[kind].values())).any(0)
         if attack_steps > 0 and bool(any_ok.any()):
             idx = any_ok.nonzero().flatten()

@@ -60,7 +60,7 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
                    liu_limit: int = 100,
                    liu_method: str = "crown-ibp", liu_iters: int = 100, liu_lr: float = 0.05,
                    bound_fn: BoundFn | None = None, seed: int = 0, progress: bool | None = None,
-                   strict: bool = True, return_records: bool = False, typed: bool = False) -> Any:
+                   strict: bool = True, return_records: bool = False) -> Any:
     """Evaluate ``classifier`` under the budgets of ``threat`` and under uniform ``threat.eps0``.
 
     Args:
@@ -79,11 +79,9 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
         progress: tqdm bars (default: only when stderr is a terminal).
         strict: raise ``SoundnessError`` on a violation of the soundness invariant (else count them).
         return_records: also return per-example arrays (``EvalResult.records()``).
-        typed: return the :class:`EvalResult` itself instead of its JSON summary.
 
     Returns:
-        ``EvalResult.summary()`` (JSON-safe; see ``result.py``), or ``(summary, records)``, or the
-        ``EvalResult`` when ``typed``.
+        ``EvalResult.summary()`` (JSON-safe; see ``result.py``), or ``(summary, records)``.
     """
     t_total = time.perf_counter()
     methods = parse_methods(methods)
@@ -137,8 +135,6 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     result = EvalResult(eps0=eps0, dims=int(images[0].numel()), methods=methods, labels=labels.cpu().numpy(),
                         prediction=pred, columns=columns, liu=liu if liu.n else None, violations=violations,
                         attack=settings.as_dict(), seconds=seconds)
-    if typed:
-        return result
     return (result.summary(), result.records()) if return_records else result.summary()
 
 
