@@ -15,7 +15,12 @@ from typing import Any, Iterable, cast, get_type_hints
 import yaml
 
 from .bounds.engine import DIFFERENTIABLE_METHODS, or_list
+from .budgets import BUDGET_KINDS, validate_budget_params
 from .errors import UserError
+from .models import INITS
+from .models.generator import HEADS
+from .presets import resolve_config
+from .runtime import GENERATOR_PRECISIONS
 
 #: bound methods of the training loss (``loss.method``)
 METHODS_TRAIN = ("ibp", "crown-ibp")
@@ -114,7 +119,6 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raise ``UserError`` naming the key for any setting that cannot work."""
-        from .budgets import BUDGET_KINDS, validate_budget_params
         from .train.schedules import RAMP_KINDS
 
         b = self.budget
@@ -126,8 +130,6 @@ class RunConfig:
             raise UserError(f"budget: {exc}") from None
         if not 0 < b.train_eps_factor or b.eps0 * b.train_eps_factor > 1:
             raise UserError(f"budget.train_eps_factor must be > 0 with eps0·factor ≤ 1, got {b.train_eps_factor}")
-        from .models.generator import HEADS
-        from .runtime import GENERATOR_PRECISIONS
         if b.generator not in HEADS:
             raise UserError(f"budget.generator must be one of {', '.join(HEADS)}, got {b.generator!r}")
         if b.generator_precision not in GENERATOR_PRECISIONS:
@@ -179,7 +181,6 @@ class RunConfig:
                 raise UserError(f"data.{key} must be ≥ 1 (or null for the whole split), got {limit}")
         if self.num_threads is not None and self.num_threads < 1:
             raise UserError(f"num_threads must be ≥ 1 (or null for torch's default), got {self.num_threads}")
-        from .models import INITS
         if self.model.init not in INITS:
             raise UserError(f"model.init must be one of {', '.join(INITS)}, got {self.model.init!r}")
         return self
@@ -290,8 +291,6 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
     """Defaults ← YAML file or packaged config name (optional) ← ``--set`` overrides, validated."""
-    from .presets import resolve_config
-
     data = read_yaml(resolve_config(path)) if path is not None else {}
     return config_from_dict(merge(data, parse_overrides(overrides)))
 

@@ -14,6 +14,7 @@ never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -27,6 +28,7 @@ from torch import nn
 
 from .budgets import BudgetModel, LearnedBudget, UniformBudget
 from .config import RunConfig, config_from_dict, dump_config, read_yaml
+from .data import get_info
 from .errors import UserError
 from .models import BudgetGenerator, get_model
 from .runtime import generator_dtype
@@ -112,8 +114,6 @@ def load_weights(module: nn.Module, state: dict, path: Path, cfg: RunConfig) -> 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename over it."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -341,8 +341,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
 
     ``final`` falls back to ``last`` when training has not finished. Models are in eval mode.
     """
-    from .data import get_info
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} not found")

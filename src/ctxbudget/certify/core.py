@@ -15,7 +15,9 @@ import torch
 
 from ..bounds.verify import certify
 from ..budgets import UniformBudget, input_box, log_volume
+from ..data import get_info
 from ..errors import SoundnessError, UserError
+from ..evaluate import margin_lower_bounds, parse_methods, pgd_attack
 from ..run import Run
 
 
@@ -29,8 +31,6 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
     geometric mean of ε}, ``certified`` {kind → {method → bool}}, ``certified_any`` {kind → bool},
     ``margin_lower_bound`` {kind → {method → float}}) and the budget tensors {kind → N×C×H×W}.
     """
-    from ..evaluate import margin_lower_bounds, parse_methods, pgd_attack
-
     methods = parse_methods(methods)
     if images.dim() != 4 or images.shape[0] == 0:
         raise UserError(f"need a non-empty N×C×H×W batch of images, got shape {tuple(images.shape)}")
@@ -95,8 +95,6 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
 
 
 def _class_names(dataset: str) -> list[str]:
-    from ..data import get_info
-
     try:
         return list(get_info(dataset).classes)
     except ValueError:            # a user data set registered in another process

@@ -17,7 +17,7 @@ from ..bounds.engine import or_list
 from ..contextuality import contextuality_of
 from ..data import ImageDataset
 from ..errors import UserError
-from ..run import Run
+from ..run import Run, load_run
 from .blindness import blindness_stats
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .liu2019 import LIU_METHODS, check_liu_method
@@ -27,8 +27,6 @@ _FMT = argparse.RawDescriptionHelpFormatter
 
 
 def _load_run(run_dir: str) -> Run:
-    from ..run import load_run
-
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     return load_run(run_dir)

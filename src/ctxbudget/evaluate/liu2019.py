@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..bounds.engine import DIFFERENTIABLE_METHODS, or_list
 from ..bounds.verify import BoundFn, certify, margin_lower_bounds
@@ -146,7 +147,6 @@ def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
         phase = max(iters // 5, 1)
         it = range(iters)
         if progress:
-            from tqdm import tqdm
             it = tqdm(it, desc="liu2019", leave=False)
         for t in it:
             lo, hi = input_box(xa, s.exp())

@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from ..budgets import BUDGET_KINDS
+from ..errors import UserError
+from ..evaluate.evaluate import load_split
+from ..run import load_run
+from .to_onnx import export_onnx
+from .to_torchscript import export_torchscript
+from .vnnlib import KINDS, export_vnnlib
 
 HELP = """\
 Export a trained run's classifier (Normalize included: inputs are pixels in [0, 1]) or per-example
@@ -49,28 +55,18 @@ def add_export_parser(subparsers: Any) -> None:
 
 
 def run_export(args: Any) -> int:
-    from ..errors import UserError
-    from ..run import load_run
-
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
     out = Path(args.out)
     shape = run.input_shape
     if args.format == "onnx":
-        from .to_onnx import export_onnx
-
         info = export_onnx(run.classifier, shape, out / "model.onnx")
         checked = (f"logits match PyTorch (max |diff| {info['max_abs_diff']:.3g}, {info['checked_with']})"
                    if info["checked_with"] else "not run (onnxruntime not installed)")
         print(f"wrote {info['path']} (opset {info['opset']}); check: {checked}")
     elif args.format == "torchscript":
-        from .to_torchscript import export_torchscript
-
         info = export_torchscript(run.classifier, shape, out / "model.pt")
         print(f"wrote {info['path']}; check: logits match PyTorch (max |diff| {info['max_abs_diff']:.3g})")
     else:
-        from ..evaluate.evaluate import load_split
-        from .vnnlib import KINDS, export_vnnlib
-
         if args.limit < 1:
             raise UserError(f"--limit must be >= 1, got {args.limit}")
         ds = load_split(run, args.split, args.data_dir)

@@ -37,6 +37,7 @@ import torch
 from ..budgets import BUDGET_KINDS, UniformBudget, input_box
 from ..errors import UserError
 from ..run import Run
+from .to_onnx import _require_onnx, export_onnx
 from .verdicts import VERDICT_METHODS, instance_verdicts
 
 KINDS = BUDGET_KINDS
@@ -177,8 +178,6 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
     if "learned" in kinds and run.kind != "learned":
         raise UserError("learned boxes need a run trained with learned budgets; this run's are uniform")
     if write_model:
-        from .to_onnx import _require_onnx
-
         _require_onnx()                  # fail before writing anything
     out = Path(out_dir)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
@@ -222,8 +221,6 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
                                 "timeout": timeout, "abcrown_device": device, "verdict_methods": list(verdict_methods),
                                 "examples": examples, "model": None}
     if write_model:
-        from .to_onnx import export_onnx
-
         manifest["model"] = export_onnx(classifier, input_shape, out / "model.onnx", dynamic_batch=False)
     (out / "instances.csv").write_text("\n".join(rows) + "\n")
     (out / "abcrown.yaml").write_text(_abcrown_yaml(out.resolve(), input_shape, num_classes, timeout, device,

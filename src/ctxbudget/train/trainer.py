@@ -36,7 +36,7 @@ from .. import run as rundir
 from ..bounds import compute_bounds, margin_spec
 from ..bounds.verify import certify
 from ..budgets import LearnedBudget, input_box
-from ..config import RunConfig
+from ..config import RunConfig, config_from_dict, merge
 from ..contextuality import ContextualityAccumulator, contextuality_row
 from ..data import augment_crop_flip, get_dataset
 from ..errors import UserError
@@ -368,8 +368,6 @@ def resume(run_dir: str | Path, overrides: dict | None = None, device: str | Non
 
 
 def _resume(run_dir: Path, overrides: dict | None, device: str | None, progress: bool | None) -> Trainer:
-    from ..config import config_from_dict, merge
-
     cfg = rundir.read_config(run_dir)
     if overrides:
         rundir.check_resume_overrides(overrides, cfg.to_dict())
