@@ -90,4 +90,3 @@ def run_export(args: Any) -> int:
               f"{out / 'instances.csv'}, {out / 'abcrown.yaml'} (general.device: {manifest['abcrown_device']}), "
               f"{out / 'manifest.json'}")
     return 0
-
