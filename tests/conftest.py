@@ -41,7 +41,7 @@ def write_untrained_run(out: Path, eps0: float) -> Path:
 
     from ctxbudget.config import config_from_dict
     from ctxbudget.data import get_info
-    from ctxbudget.run import FINAL, atomic_torch_save, build_models, write_config
+    from ctxbudget.run import FINAL, Checkpoint, build_models, write_config
 
     torch.manual_seed(0)
     cfg = config_from_dict({"data": {"name": "mnist-sample"}, "model": {"name": "dm-small"},
@@ -50,7 +50,9 @@ def write_untrained_run(out: Path, eps0: float) -> Path:
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std)
     out.mkdir(parents=True)
     write_config(out, cfg)
-    atomic_torch_save({"classifier": classifier.state_dict(), "generator": threat.generator.state_dict()}, out / FINAL)
+    # untrained: no epoch or step (evaluation reports them as unknown)
+    Checkpoint(classifier=classifier.state_dict(), generator=threat.generator.state_dict(),
+               config=cfg.to_dict()).save(out / FINAL)
     return out
 
 

@@ -199,3 +199,7 @@ class LearnedBudget(BudgetModel):
     def describe(self) -> dict:
         return {**super().describe(), "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi,
                 "generator_dtype": str(self.compute_dtype).replace("torch.", "")}
+
+
+#: the budget kinds a run can train (``budget.kind``), as named by the threat models' ``kind``
+BUDGET_KINDS = (LearnedBudget.kind, UniformBudget.kind)

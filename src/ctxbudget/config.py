@@ -14,9 +14,18 @@ from typing import Any, Iterable, cast, get_type_hints
 
 import yaml
 
+from .bounds.engine import DIFFERENTIABLE_METHODS, or_list
+from .budgets import BUDGET_KINDS, validate_budget_params
 from .errors import UserError
+from .models import INITS
+from .models.generator import HEADS
+from .presets import resolve_config
+from .runtime import GENERATOR_PRECISIONS
 
+#: bound methods of the training loss (``loss.method``)
 METHODS_TRAIN = ("ibp", "crown-ibp")
+#: bound methods of the per-epoch test evaluation (``eval.method``; α-CROWN is too slow there)
+EVAL_METHODS = DIFFERENTIABLE_METHODS
 
 
 @dataclass
@@ -110,27 +119,25 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raise ``UserError`` naming the key for any setting that cannot work."""
-        from .budgets import validate_budget_params
+        from .train.schedules import RAMP_KINDS
 
         b = self.budget
-        if b.kind not in ("learned", "uniform"):
-            raise UserError(f"budget.kind must be 'learned' or 'uniform', got {b.kind!r}")
+        if b.kind not in BUDGET_KINDS:
+            raise UserError(f"budget.kind must be {or_list(tuple(repr(k) for k in BUDGET_KINDS))}, got {b.kind!r}")
         try:
             validate_budget_params(b.eps0, b.alpha_lo, b.alpha_hi)
         except ValueError as exc:
             raise UserError(f"budget: {exc}") from None
         if not 0 < b.train_eps_factor or b.eps0 * b.train_eps_factor > 1:
             raise UserError(f"budget.train_eps_factor must be > 0 with eps0·factor ≤ 1, got {b.train_eps_factor}")
-        from .models.generator import HEADS
-        from .runtime import GENERATOR_PRECISIONS
         if b.generator not in HEADS:
             raise UserError(f"budget.generator must be one of {', '.join(HEADS)}, got {b.generator!r}")
         if b.generator_precision not in GENERATOR_PRECISIONS:
             raise UserError(f"budget.generator_precision must be one of {', '.join(GENERATOR_PRECISIONS)}, "
                             f"got {b.generator_precision!r}")
         s = self.schedule
-        if s.kind not in ("linear", "smoothed"):
-            raise UserError(f"schedule.kind must be 'linear' or 'smoothed', got {s.kind!r}")
+        if s.kind not in RAMP_KINDS:
+            raise UserError(f"schedule.kind must be {or_list(tuple(repr(k) for k in RAMP_KINDS))}, got {s.kind!r}")
         if s.start < 1 or s.length < 0 or not 0 < s.mid < 1:
             raise UserError("schedule: start ≥ 1, length ≥ 0 and 0 < mid < 1 are required")
         if self.loss.method not in METHODS_TRAIN:
@@ -164,8 +171,8 @@ class RunConfig:
             raise UserError(f"optim.weight_decay must be ≥ 0, got {o.weight_decay}")
         if self.eval.batch_size < 1:
             raise UserError(f"eval.batch_size must be ≥ 1, got {self.eval.batch_size}")
-        if self.eval.method not in ("ibp", "crown-ibp", "crown"):
-            raise UserError(f"eval.method must be ibp, crown-ibp or crown, got {self.eval.method!r}")
+        if self.eval.method not in EVAL_METHODS:
+            raise UserError(f"eval.method must be {or_list(EVAL_METHODS)}, got {self.eval.method!r}")
         if self.eval.every < 1:
             raise UserError("eval.every must be ≥ 1")
         for key in ("train_limit", "test_limit"):
@@ -174,7 +181,6 @@ class RunConfig:
                 raise UserError(f"data.{key} must be ≥ 1 (or null for the whole split), got {limit}")
         if self.num_threads is not None and self.num_threads < 1:
             raise UserError(f"num_threads must be ≥ 1 (or null for torch's default), got {self.num_threads}")
-        from .models import INITS
         if self.model.init not in INITS:
             raise UserError(f"model.init must be one of {', '.join(INITS)}, got {self.model.init!r}")
         return self
@@ -285,8 +291,6 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
     """Defaults ← YAML file or packaged config name (optional) ← ``--set`` overrides, validated."""
-    from .presets import resolve_config
-
     data = read_yaml(resolve_config(path)) if path is not None else {}
     return config_from_dict(merge(data, parse_overrides(overrides)))
 

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .errors import UserError
 
 SUFFIX = ".yaml"
@@ -60,8 +62,6 @@ def resolve_config(name_or_path: str | Path) -> Path:
 
 def describe_config(name: str) -> str:
     """The ``description`` of a packaged config as one line ("" if it has none)."""
-    import yaml
-
     data = yaml.safe_load(packaged_config(name).read_text()) or {}
     return " ".join(str(data.get("description", "")).split())
 

@@ -14,19 +14,21 @@ never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
 
 from .budgets import BudgetModel, LearnedBudget, UniformBudget
 from .config import RunConfig, config_from_dict, dump_config, read_yaml
+from .data import get_info
 from .errors import UserError
 from .models import BudgetGenerator, get_model
 from .runtime import generator_dtype
@@ -112,8 +114,6 @@ def load_weights(module: nn.Module, state: dict, path: Path, cfg: RunConfig) -> 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename over it."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -131,6 +131,53 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(obj, dict) or "classifier" not in obj:
         raise UserError(f"checkpoint {path} is not a ctxbudget checkpoint (no classifier weights)")
     return obj
+
+
+#: ``format`` of the checkpoints this version writes
+CHECKPOINT_FORMAT = 1
+#: the keys only a resumable checkpoint (``checkpoints/last.pt``, ``best.pt``) holds
+TRAINING_STATE_KEYS = ("optimizer", "best", "torch_rng")
+
+
+@dataclass
+class Checkpoint:
+    """The contents of a checkpoint file; the one reader and writer of its dict.
+
+    ``checkpoints/last.pt`` and ``best.pt`` hold everything needed to resume (keys classifier,
+    generator, optimizer, epoch, step, best, config, torch_rng, format); ``final.pt`` holds the
+    weights only (classifier, generator, epoch, step, config, format): the training state is None
+    there and its keys are not written. ``generator`` is None for uniform budgets.
+    """
+
+    classifier: dict
+    generator: Optional[dict] = None
+    epoch: Optional[int] = None
+    step: Optional[int] = None
+    config: Optional[dict] = None
+    optimizer: Optional[dict] = None
+    best: Optional[float] = None
+    torch_rng: Optional[torch.Tensor] = None
+    format: int = CHECKPOINT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict saved to disk (the training-state keys only when set; key order as written since format 1)."""
+        order = ("classifier", "generator", "optimizer", "epoch", "step", "best", "config", "torch_rng", "format")
+        return {k: getattr(self, k) for k in order if k not in TRAINING_STATE_KEYS or getattr(self, k) is not None}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Checkpoint:
+        """From a loaded dict (any format-1 checkpoint; missing keys become None)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        """Write atomically (``atomic_torch_save``)."""
+        atomic_torch_save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+        """Read ``path`` (``load_checkpoint``: a clear UserError if missing, corrupt or no checkpoint)."""
+        return cls.from_dict(load_checkpoint(path, map_location=map_location))
 
 
 @contextmanager
@@ -236,12 +283,17 @@ def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes:
 
 @dataclass
 class Run:
-    """A trained run, loaded for evaluation: classifier + threat model at the target ε0."""
+    """A trained run, loaded for evaluation: classifier + threat model at the target ε0.
+
+    ``config``: the run's resolved :class:`RunConfig` (``config_dict``: the same as a nested dict);
+    ``input_shape``: (C, H, W) of its data set's images; ``meta``: which checkpoint was loaded
+    (``checkpoint`` path, ``epoch`` and ``step`` where the file records them)."""
 
     run_dir: Path
-    config: dict
+    config: RunConfig
     classifier: nn.Sequential
     threat: BudgetModel
+    input_shape: tuple[int, int, int]
     meta: dict = field(default_factory=dict)
 
     @property
@@ -261,12 +313,17 @@ class Run:
         return getattr(self.threat, "alpha_hi", 1.0)
 
     @property
+    def config_dict(self) -> dict[str, Any]:
+        """``config`` as a nested dict (the layout of config.yaml)."""
+        return self.config.to_dict()
+
+    @property
     def dataset(self) -> str:
-        return self.config["data"]["name"]
+        return self.config.data.name
 
     @property
     def data_root(self) -> str | None:
-        return self.config["data"].get("root")
+        return self.config.data.root
 
     def budgets(self, x: torch.Tensor) -> torch.Tensor:
         """ε(x) at the run's target ε0, same shape as x (pixel units)."""
@@ -284,8 +341,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
 
     ``final`` falls back to ``last`` when training has not finished. Models are in eval mode.
     """
-    from .data import get_info
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} not found")
@@ -298,19 +353,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         path = run_dir / LAST
     if not path.is_file():
         raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
-    state = load_checkpoint(path, map_location=device)
+    state = Checkpoint.load(path, map_location=device)
     info = get_info(cfg.data.name)
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std, device=device)
-    load_weights(classifier, state["classifier"], path, cfg)
+    load_weights(classifier, state.classifier, path, cfg)
     if isinstance(threat, LearnedBudget):
-        if state.get("generator") is None:
+        if state.generator is None:
             raise UserError(f"checkpoint {path} has no generator weights but config.yaml asks for learned budgets")
-        load_weights(threat.generator, state["generator"], path, cfg)
+        load_weights(threat.generator, state.generator, path, cfg)
     threat.eps0 = cfg.budget.eps0
     classifier.to(device).eval()
     threat.to(device).eval()
     for p in list(classifier.parameters()) + list(threat.parameters()):
         p.requires_grad_(False)
-    meta = {k: state[k] for k in ("epoch", "step") if k in state}
+    meta: dict[str, Any] = {k: v for k, v in (("epoch", state.epoch), ("step", state.step)) if v is not None}
     meta["checkpoint"] = str(path)
-    return Run(run_dir=run_dir, config=cfg.to_dict(), classifier=classifier, threat=threat, meta=meta)
+    return Run(run_dir=run_dir, config=cfg, classifier=classifier, threat=threat, input_shape=info.input_shape,
+               meta=meta)

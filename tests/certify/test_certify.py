@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ctxbudget.certify import certify_images, load_image, verified_decision
+from ctxbudget.bounds import certify
+from ctxbudget.certify import certify_images, load_image
 from ctxbudget.cli import main
 from ctxbudget.data import get_dataset
 from ctxbudget.errors import UserError
@@ -86,7 +87,7 @@ def test_rgb_model_rejects_two_channel_image(tmp_path):
         load_image(tmp_path / "t.npy", (3, 8, 8))
 
 
-def test_verified_decision_is_the_shared_rounding_safe_rule():
+def test_certificates_use_the_shared_rounding_safe_rule():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
     x = torch.rand(4, 1, 2, 2)
@@ -95,9 +96,9 @@ def test_verified_decision_is_the_shared_rounding_safe_rule():
     lb = torch.tensor([[0.5, 1e-7], [0.5, 0.0], [0.5, -1.0], [2.0, 3.0]])
     correct = torch.tensor([True, True, True, False])
     # 1e-7 lies inside the rounding tolerance: not a certificate (a plain "> 0" would say yes)
-    got = verified_decision(model, lo, hi, y, "ibp", correct, lb, x)
+    got = certify(model, lo, hi, y, "ibp", lower=lb, correct=correct, x=x).verified
     assert got.tolist() == [False, False, False, False]
-    ok = verified_decision(model, lo, hi, y, "ibp", correct, lb + 1.0, x)
+    ok = certify(model, lo, hi, y, "ibp", lower=lb + 1.0, correct=correct, x=x).verified
     assert ok.tolist() == [True, True, False, False]
 
 

@@ -1,16 +1,17 @@
 """evaluate_model / evaluate_run end to end on tiny models; the soundness check."""
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from ctxbudget.budgets import LearnedBudget, UniformBudget
+from ctxbudget.config import DataConfig, RunConfig
 from ctxbudget.errors import SoundnessError, UserError
 from ctxbudget.evaluate import evaluate_model, evaluate_run, parse_methods
 from ctxbudget.models import BudgetGenerator
+from ctxbudget.run import Run
 from eval_helpers import SHAPE, engine_bound_fn, ibp_margin_bounds, make_images, tiny_conv
 
 FAST = dict(attack_steps=10, liu_limit=6, liu_iters=20, liu_lr=0.05, batch_size=8)
@@ -62,10 +63,18 @@ def test_end_to_end_with_the_real_engine_no_violations():
 
 
 def test_default_bound_function_is_the_engine():
-    engine_bound_fn()
+    engine = engine_bound_fn()
     model, threat, x, y = _setup(2)
     res = evaluate_model(model, threat, x, y, methods=["crown-ibp"], **FAST)
     _check_results(res, 16)
+    # without bound_fn, every column (verified, attack, Liu et al.) is what the engine's bounds give
+    with_engine = evaluate_model(model, threat, x, y, methods=["crown-ibp"], bound_fn=engine, **FAST)
+    res.pop("seconds"), with_engine.pop("seconds")
+    assert res == with_engine
+    # and a different bound function changes the result: the comparison can fail
+    other = evaluate_model(model, threat, x, y, methods=["crown-ibp"], bound_fn=ibp_margin_bounds, **FAST)
+    other.pop("seconds")
+    assert other != res
 
 
 def test_broken_bounds_raise_soundness_error():
@@ -95,10 +104,12 @@ def test_liu_skipped_and_bad_methods():
 
 def test_evaluate_run_writes_files(tmp_path):
     model, threat, x, y = _setup()
-    run = SimpleNamespace(run_dir=tmp_path, classifier=model, threat=threat, kind="learned", eps0=0.03,
-                          alpha_lo=0.5, alpha_hi=2.0, dataset="toy", data_root=None, config={})
+    run = Run(run_dir=tmp_path, config=RunConfig(data=DataConfig(name="toy")), classifier=model, threat=threat,
+              input_shape=SHAPE)
     res = evaluate_run(run, images=x, labels=y, limit=10, bound_fn=ibp_margin_bounds, **FAST)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == res and saved["n"] == 10 and saved["training"]["kind"] == "learned"
+    assert saved["training"]["alpha_lo"] == 0.5 and saved["training"]["alpha_hi"] == 2.0 and saved["dataset"] == "toy"
+    assert saved["checkpoint"] == {"file": None, "epoch": None, "step": None}
     rec = np.load(tmp_path / "per_example.npz")
     assert rec["index"].shape == (10,) and "verified_uniform_ibp" in rec and "liu_log_volume" in rec

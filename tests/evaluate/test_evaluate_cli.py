@@ -39,11 +39,13 @@ def test_user_errors_exit_2(run_dir, tmp_path, capsys):
 
 def test_results_name_the_checkpoint_and_epoch(run_dir, capsys):
     """Issue 12 item 5: with no final.pt the last checkpoint is evaluated, and results say so."""
-    from ctxbudget.run import LAST, atomic_torch_save
+    from dataclasses import replace
 
-    state = __import__("torch").load(run_dir / "final.pt", weights_only=False)
-    (run_dir / "final.pt").unlink()
-    atomic_torch_save({**state, "epoch": 2, "step": 20}, run_dir / LAST)
+    from ctxbudget.run import FINAL, LAST, Checkpoint
+
+    state = Checkpoint.load(run_dir / FINAL)
+    (run_dir / FINAL).unlink()
+    replace(state, epoch=2, step=20).save(run_dir / LAST)
     assert main(["evaluate", str(run_dir), "--limit", "4", "--liu-limit", "0", "--attack-steps", "2",
                  "--no-progress"]) == 0
     res = json.loads((run_dir / "results.json").read_text())

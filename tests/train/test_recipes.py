@@ -119,12 +119,12 @@ def test_defaults_are_todays_objective_and_terms_add_up():
     lo, hi = input_box(x, torch.full_like(x, 0.1))
     expect = robust_cross_entropy(net, lo, hi, y, method="ibp", beta=0.0, x=x)
     loss, stats = Objective(net, threat)(x, y, 0.1, kappa=0.0, beta=0.0, method="ibp")
-    assert torch.allclose(loss, expect.mean()) and stats["warmup_reg"] == 0 and stats["adversarial"] == 0
+    assert torch.allclose(loss, expect.mean()) and stats.warmup_reg == 0 and stats.adversarial == 0
     # the regulariser is added with its weight
     tight, balance = warmup_regularizers(Bounder(net, lo, hi, x), 0.5)
     loss, stats = Objective(net, threat)(x, y, 0.1, kappa=0.0, beta=0.0, method="ibp", warmup_weight=0.3)
     assert torch.allclose(loss, expect.mean() + 0.3 * (tight + balance))
-    assert torch.allclose(stats["warmup_reg"], 0.3 * (tight + balance) * 8)
+    assert torch.allclose(stats.warmup_reg, 0.3 * (tight + balance) * 8)
     # MTL-IBP: α·bound + (1 − α)·adversarial CE at the PGD point (same random start: same seed)
     torch.manual_seed(5)
     loss, stats = Objective(net, threat, mtl_alpha=0.25, attack_steps=3, attack_step_size=0.5)(
@@ -135,7 +135,7 @@ def test_defaults_are_todays_objective_and_terms_add_up():
     adv = F.cross_entropy(bd.forward(adversarial_point(x, torch.full_like(x, 0.1), t)), y, reduction="none")
     natural = F.cross_entropy(net(x), y, reduction="none")
     assert torch.allclose(loss, (0.5 * natural + 0.5 * (0.25 * expect + 0.75 * adv)).mean(), atol=1e-6)
-    assert torch.allclose(stats["adversarial"], adv.sum())
+    assert torch.allclose(stats.adversarial, adv.sum())
 
 
 def test_batchnorm_statistics_come_from_the_clean_batch_only():

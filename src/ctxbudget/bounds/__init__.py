@@ -15,17 +15,19 @@ rounding-safe rule deciding "verified": :func:`certify`).
 """
 from __future__ import annotations
 
-from .engine import METHODS, Bounder, compute_bounds
+from .engine import DIFFERENTIABLE_METHODS, METHODS, Bounder, compute_bounds
 from .loss import margin_spec, robust_cross_entropy, verified_margin_lower
 from .relu import relu_relaxation
-from .verify import Verdict, certify
+from .verify import Verdict, certify, margin_lower_bounds
 
 __all__ = [
+    "DIFFERENTIABLE_METHODS",
     "METHODS",
     "Bounder",
     "Verdict",
     "certify",
     "compute_bounds",
+    "margin_lower_bounds",
     "margin_spec",
     "relu_relaxation",
     "robust_cross_entropy",

@@ -17,7 +17,15 @@ from .crown import PreBounds, Relax, backward_bound, crown_intermediate, relaxat
 from .ibp import Box, ibp_forward, last_relu_index
 from .layers import parse_model, prepare
 
+#: every bound method, in order of tightness and cost (the one list; everything else imports it)
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
+#: the methods whose bounds are differentiable (α-CROWN's are detached: evaluation only)
+DIFFERENTIABLE_METHODS = tuple(m for m in METHODS if m != "alpha-crown")
+
+
+def or_list(items: tuple[str, ...]) -> str:
+    """("a", "b", "c") → "a, b or c" (for messages)."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 def normalize_method(method: str) -> str:

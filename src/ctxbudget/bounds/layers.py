@@ -36,8 +36,6 @@ Shape = tuple[int, ...]
 class Op:
     """Base class of a parsed layer. ``name`` identifies the module (index and class)."""
 
-    affine: bool = True
-
     def __init__(self, name: str) -> None:
         self.name = name
         self.in_shape: Shape = ()
@@ -229,8 +227,6 @@ class AvgPoolOp(Op):
 # ----------------------------------------------------------------------------------------------
 class ReluOp(Op):
     """ReLU; its bounds rules are in :mod:`ctxbudget.bounds.relu`."""
-
-    affine = False
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x)

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .engine import Bounder, compute_bounds
 from .layers import AvgPoolOp, ChannelAffineOp, ConvOp, FlattenOp, LinearOp, Op
+from .loss import margin_spec, other_classes
 
 #: τ = RTOL_FACTOR · finfo(dtype).eps · M (see the module docstring).
 RTOL_FACTOR = 32.0
@@ -28,8 +31,6 @@ BoundFn = Callable[[nn.Module, Tensor, Tensor, Tensor, str], Tensor]
 
 def _abs_affine(o: Op, m: Tensor) -> Tensor:
     """|op|(m): the op applied with absolute weights and biases to magnitudes m ≥ 0."""
-    import torch.nn.functional as F
-
     if isinstance(o, LinearOp):
         return F.linear(m, o.weight.abs(), None if o.bias is None else o.bias.abs())
     if isinstance(o, ConvOp):
@@ -53,9 +54,6 @@ def margin_magnitude(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tens
     by IBP as ``|h| ≤ max(|l|, |u|)``; the chain is applied with absolute weights and biases, and
     margin j gets ``M_y + M_j`` (the float computation forms f_y and f_j separately).
     """
-    from .engine import Bounder
-    from .loss import other_classes
-
     bd = Bounder(model, x_lower.detach(), x_upper.detach(), None if x is None else x.detach())
     if bd.t > 0:
         _, (c, r) = bd.ibp_state()
@@ -115,11 +113,11 @@ def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, metho
         lower: margin lower bounds B×(K−1) already computed in working precision (else computed).
         correct: B bool, the clean prediction is y (else computed from ``x``, or from the box
             midpoint when ``x`` is None).
-        bound_fn: ``bound_fn(model, lo, hi, y, method)`` (default: ``ctxbudget.bounds``, lower side).
+        bound_fn: ``bound_fn(model, lo, hi, y, method)`` (default: :func:`margin_lower_bounds`).
         recheck: recompute near-zero bounds in float64 (False: conservative ``lower > 2τ``).
         x: clean batch (for BatchNorm in training mode and the clean prediction).
     """
-    bound_fn = bound_fn or _engine_bound_fn
+    bound_fn = bound_fn or margin_lower_bounds
     with torch.no_grad():
         if lower is None:
             lower = bound_fn(model, x_lower, x_upper, y, method)
@@ -146,10 +144,10 @@ def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, metho
     return Verdict(lower=low64, tol=tol, verified=verified, rechecked=rechecked)
 
 
-def _engine_bound_fn(model: nn.Module, lo: Tensor, hi: Tensor, y: Tensor, method: str) -> Tensor:
-    from .engine import compute_bounds
-    from .loss import margin_spec
-
+def margin_lower_bounds(model: nn.Module, lo: Tensor, hi: Tensor, y: Tensor, method: str) -> Tensor:
+    """Certified lower bounds of ``f_y − f_j`` (j ≠ y) over the box [lo, hi] by ``compute_bounds``
+    (B×(K−1), logit units; the default :data:`BoundFn`). Differentiable w.r.t. ``lo`` and ``hi``
+    for the methods of ``DIFFERENTIABLE_METHODS``."""
     k = _num_outputs(model, lo)
     lower = compute_bounds(model, lo, hi, method, C=margin_spec(y, k, lo.dtype, lo.device), bound_upper=False)[0]
     assert lower is not None

@@ -7,7 +7,7 @@ dependency of matplotlib) and ``.npy`` files and converts them to the model's in
 """
 from __future__ import annotations
 
-from .core import certify_images, verified_decision
+from .core import certify_images
 from .images import SUPPORTED, LoadedImage, load_image, read_image
 
-__all__ = ["SUPPORTED", "LoadedImage", "certify_images", "load_image", "read_image", "verified_decision"]
+__all__ = ["SUPPORTED", "LoadedImage", "certify_images", "load_image", "read_image"]

@@ -7,6 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..errors import UserError
+from ..evaluate import parse_methods
+from ..run import load_run
+from .core import certify_images
+from .images import read_image
+
 HELP = """\
 Is this image certified, and what budgets does the generator give it? For each image: the
 prediction, and for the run's learned budgets and for uniform eps0, each method's margin lower
@@ -54,16 +62,8 @@ def _line(kind: str, r: dict[str, Any]) -> str:
 
 
 def run_certify(args: Any) -> int:
-    import torch
-
-    from ..errors import UserError
-    from ..evaluate import parse_methods
-    from ..export.commands import run_input_shape
-    from ..run import load_run
     from ..viz import save_figure
-    from .core import certify_images
     from .figure import budget_map_figure
-    from .images import read_image
 
     methods = list(parse_methods(args.bounds))
     if args.label is not None and len(args.label) != len(args.images):
@@ -71,7 +71,7 @@ def run_certify(args: Any) -> int:
     if args.attack_steps < 0:
         raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
-    shape = run_input_shape(run)
+    shape = run.input_shape
     loaded = [read_image(p, shape, stretch=args.stretch, invert=args.invert) for p in args.images]
     for img in loaded:
         if img.note:

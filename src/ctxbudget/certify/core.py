@@ -3,8 +3,8 @@
 For images x (N×C×H×W, pixels in [0, 1]) and a label y per image (default: the prediction), for the
 run's learned budgets ε(x) and for uniform ε0 (only the latter for a uniform run), and for each bound
 method: the margin lower bound ``min_{j≠y} m̲_j`` over the clipped box [max(x−ε, 0), min(x+ε, 1)]
-(logit units) and whether it certifies y (:func:`verified_decision`). Certified examples are attacked
-with PGD as a soundness check (``SoundnessError`` if one is broken).
+(logit units) and whether it certifies y (the one rounding-safe rule, ``ctxbudget.bounds.certify``).
+Certified examples are attacked with PGD as a soundness check (``SoundnessError`` if one is broken).
 """
 from __future__ import annotations
 
@@ -13,21 +13,15 @@ from typing import Any, Sequence
 
 import torch
 
+from ..bounds.verify import certify
 from ..budgets import UniformBudget, input_box, log_volume
+from ..data import get_info
 from ..errors import SoundnessError, UserError
+from ..evaluate import margin_lower_bounds, parse_methods, pgd_attack
+from ..run import Run
 
 
-def verified_decision(classifier: Any, lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor, method: str,
-                      correct: torch.Tensor, margin_lower: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """The verification rule (B bools): classified correctly and every margin lower bound ``m̲_j``
-    (B×(K−1), j ≠ y) certifies, decided by the one rounding-safe rule ``ctxbudget.bounds.certify``
-    (tolerance scaled to the margin's magnitude, float64 re-check near 0)."""
-    from ..bounds.verify import certify
-
-    return certify(classifier, lo, hi, y, method, lower=margin_lower, correct=correct, x=images).verified
-
-
-def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | None = None,
+def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | None = None,
                    methods: Sequence[str] = ("ibp", "crown-ibp"), attack_steps: int = 20,
                    seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     """Certify ``images`` (N×C×H×W in [0, 1]) with a run from ``ctxbudget.load_run``.
@@ -37,8 +31,6 @@ def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | No
     geometric mean of ε}, ``certified`` {kind → {method → bool}}, ``certified_any`` {kind → bool},
     ``margin_lower_bound`` {kind → {method → float}}) and the budget tensors {kind → N×C×H×W}.
     """
-    from ..evaluate import margin_lower_bounds, parse_methods, pgd_attack
-
     methods = parse_methods(methods)
     if images.dim() != 4 or images.shape[0] == 0:
         raise UserError(f"need a non-empty N×C×H×W batch of images, got shape {tuple(images.shape)}")
@@ -70,7 +62,8 @@ def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | No
             lo, hi = input_box(images, eps)
             lbs[kind] = {m: margin_lower_bounds(classifier, lo, hi, y, m) for m in methods}
         budgets[kind] = eps
-        verified[kind] = {m: verified_decision(classifier, lo, hi, y, m, ok, lbs[kind][m], images) for m in methods}
+        verified[kind] = {m: certify(classifier, lo, hi, y, m, lower=lbs[kind][m], correct=ok, x=images).verified
+                          for m in methods}
         any_ok = torch.stack(list(verified[kind].values())).any(0)
         if attack_steps > 0 and bool(any_ok.any()):
             idx = any_ok.nonzero().flatten()
@@ -102,8 +95,6 @@ def certify_images(run: Any, images: torch.Tensor, *, labels: Sequence[int] | No
 
 
 def _class_names(dataset: str) -> list[str]:
-    from ..data import get_info
-
     try:
         return list(get_info(dataset).classes)
     except ValueError:            # a user data set registered in another process

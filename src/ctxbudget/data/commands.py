@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from . import dataset_names, describe, save_preview
+
 
 def add_data_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="inspect and preview data sets",
@@ -36,16 +38,12 @@ def add_data_parser(subparsers) -> None:
 
 
 def _list(args) -> int:
-    from . import dataset_names
-
     for name in dataset_names():
         print(name)
     return 0
 
 
 def _info(args) -> int:
-    from . import describe
-
     info = describe(args.name, args.data_dir, download=args.download)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -59,8 +57,6 @@ def _info(args) -> int:
 
 
 def _preview(args) -> int:
-    from . import save_preview
-
     path = save_preview(args.name, args.out, root=args.data_dir, split=args.split, seed=args.seed,
                         download=args.download)
     print(f"wrote {path}")

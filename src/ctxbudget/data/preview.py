@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from .base import PathLike
+from .registry import get_dataset
 
 
 def save_preview(
@@ -27,8 +28,6 @@ def save_preview(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from .registry import get_dataset
 
     ds = get_dataset(name, split, root=root, seed=seed, download=download)
     info = ds.info

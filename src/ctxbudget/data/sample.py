@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .base import DataError, PathLike
+from .mnist import load_mnist_arrays
 
 SAMPLE_PATH = Path(__file__).with_name("mnist_sample.npz")
 PER_CLASS = {"train": 500, "test": 100}
@@ -31,8 +32,6 @@ def build_sample_arrays(
 ) -> dict[str, np.ndarray]:
     """Select the class-balanced subset from the IDX files under ``mnist_root`` (a data root
     holding ``mnist/`` or the ``mnist`` folder itself). Returns the arrays stored in the npz."""
-    from .mnist import load_mnist_arrays
-
     per_class = dict(PER_CLASS if per_class is None else per_class)
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {"seed": np.asarray(seed, dtype=np.int64)}

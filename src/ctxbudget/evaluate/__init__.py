@@ -9,9 +9,10 @@ maximisation), ``steps`` (verify / attack a batch, the budget and Liu et al. col
 ``evaluate`` (``evaluate_model`` / ``evaluate_run``), ``report`` (paper-style tables),
 ``commands`` (CLI glue for evaluate / visualize / report).
 """
+from ..bounds.verify import margin_lower_bounds
 from .attack import AttackResult, margins, min_margin, pgd_attack
 from .evaluate import DEFAULT_METHODS, evaluate_model, evaluate_run, load_split, parse_methods
-from .liu2019 import LiuResult, largest_uniform_eps, liu_max_volume, margin_lower_bounds
+from .liu2019 import LiuResult, largest_uniform_eps, liu_max_volume
 from .report import format_results_table, load_results, markdown_table, report
 from .result import BudgetColumn, EvalResult, LiuColumn
 

@@ -13,18 +13,20 @@ from typing import Any, Sequence
 
 import torch
 
+from ..bounds.engine import or_list
 from ..contextuality import contextuality_of
+from ..data import ImageDataset
 from ..errors import UserError
+from ..run import Run, load_run
 from .blindness import blindness_stats
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
+from .liu2019 import LIU_METHODS, check_liu_method
 from .report import format_contextuality, format_results_table, report
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-def _load_run(run_dir: str) -> Any:
-    from ..run import load_run
-
+def _load_run(run_dir: str) -> Run:
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     return load_run(run_dir)
@@ -70,8 +72,10 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace) -> int:
     methods = parse_methods(args.bounds)
     liu_method = parse_methods([args.liu_method])[0]
-    if liu_method == "alpha-crown":
-        raise UserError("--liu-method must be differentiable: ibp, crown-ibp or crown")
+    try:
+        check_liu_method(liu_method)
+    except ValueError:
+        raise UserError(f"--liu-method must be differentiable: {or_list(LIU_METHODS)}") from None
     for name in ("batch_size", "attack_restarts"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
@@ -127,9 +131,9 @@ def _parse_indices(text: str | None, num: int, total: int) -> list[int]:
     return idx
 
 
-def visualize_run(run: Any, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
+def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
                   per_channel: bool = False, split: str = "test", data_dir: str | None = None,
-                  stats_limit: int = 1000, dataset: Any = None) -> dict:
+                  stats_limit: int = 1000, dataset: ImageDataset | None = None) -> dict:
     """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats."""
     from .. import viz
 

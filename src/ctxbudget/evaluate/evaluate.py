@@ -20,6 +20,7 @@ column) fill a typed :class:`~ctxbudget.evaluate.result.EvalResult`. Entry point
 """
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -30,11 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bounds.engine import METHODS
 from ..bounds.verify import BoundFn
 from ..budgets import UniformBudget
 from ..contextuality import budget_contextuality
+from ..data import ImageDataset, get_dataset
 from ..errors import UserError
-from .liu2019 import METHODS
+from ..run import Run, atomic_write_bytes
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
 from .steps import AttackSettings, budget_column, clean_predictions, liu_column
@@ -57,7 +60,7 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
                    liu_limit: int = 100,
                    liu_method: str = "crown-ibp", liu_iters: int = 100, liu_lr: float = 0.05,
                    bound_fn: BoundFn | None = None, seed: int = 0, progress: bool | None = None,
-                   strict: bool = True, return_records: bool = False, typed: bool = False) -> Any:
+                   strict: bool = True, return_records: bool = False) -> Any:
     """Evaluate ``classifier`` under the budgets of ``threat`` and under uniform ``threat.eps0``.
 
     Args:
@@ -76,11 +79,9 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
         progress: tqdm bars (default: only when stderr is a terminal).
         strict: raise ``SoundnessError`` on a violation of the soundness invariant (else count them).
         return_records: also return per-example arrays (``EvalResult.records()``).
-        typed: return the :class:`EvalResult` itself instead of its JSON summary.
 
     Returns:
-        ``EvalResult.summary()`` (JSON-safe; see ``result.py``), or ``(summary, records)``, or the
-        ``EvalResult`` when ``typed``.
+        ``EvalResult.summary()`` (JSON-safe; see ``result.py``), or ``(summary, records)``.
     """
     t_total = time.perf_counter()
     methods = parse_methods(methods)
@@ -134,20 +135,15 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     result = EvalResult(eps0=eps0, dims=int(images[0].numel()), methods=methods, labels=labels.cpu().numpy(),
                         prediction=pred, columns=columns, liu=liu if liu.n else None, violations=violations,
                         attack=settings.as_dict(), seconds=seconds)
-    if typed:
-        return result
     return (result.summary(), result.records()) if return_records else result.summary()
 
 
-def load_split(run: Any, split: str = "test", data_dir: str | None = None) -> Any:
+def load_split(run: Run, split: str = "test", data_dir: str | None = None) -> ImageDataset:
     """The run's data set split (``ctxbudget.data.get_dataset``), same synthetic seed as training."""
-    from ..data import get_dataset
-
-    seed = int((getattr(run, "config", None) or {}).get("data", {}).get("seed", 0))
-    return get_dataset(run.dataset, split, root=data_dir or getattr(run, "data_root", None), seed=seed)
+    return get_dataset(run.dataset, split, root=data_dir or run.data_root, seed=run.config.data.seed)
 
 
-def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, data_dir: str | None = None,
+def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, data_dir: str | None = None,
                  write: bool = True, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                  **kwargs: Any) -> dict:
     """Evaluate a loaded run (``ctxbudget.run.load_run``): its classifier under ``run.threat``.
@@ -159,7 +155,7 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     regions = None
     if images is None or labels is None:
         ds = load_split(run, split, data_dir)
-        images, labels, regions = ds.images, ds.labels, getattr(ds, "regions", None)
+        images, labels, regions = ds.images, ds.labels, ds.regions
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
@@ -168,8 +164,8 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     results, rec = evaluate_model(run.classifier, run.threat, images, labels, return_records=True, **kwargs)
     results = {"run_dir": str(run.run_dir), "dataset": run.dataset, "split": split,
                "checkpoint": checkpoint_info(run),
-               "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": getattr(run, "alpha_lo", None),
-                            "alpha_hi": getattr(run, "alpha_hi", None)}, **results}
+               "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": run.alpha_lo,
+                            "alpha_hi": run.alpha_hi}, **results}
     if len(images) >= 2:
         results["contextuality"] = budget_contextuality(run.threat, images, dataset_name=run.dataset,
                                                         regions=regions)
@@ -178,9 +174,9 @@ def evaluate_run(run: Any, *, split: str = "test", limit: int | None = None, dat
     return results
 
 
-def checkpoint_info(run: Any) -> dict:
+def checkpoint_info(run: Run) -> dict:
     """Which weights were evaluated: ``{"file": "final.pt", "epoch": 12, "step": 480}`` (None if unknown)."""
-    meta = getattr(run, "meta", None) or {}
+    meta = run.meta
     path = meta.get("checkpoint")
     name = None
     if path is not None:
@@ -194,10 +190,6 @@ def checkpoint_info(run: Any) -> dict:
 
 def write_results(run_dir: Path, results: dict, records: dict[str, np.ndarray]) -> None:
     """``RUN_DIR/results.json`` (any JSON-safe dict) and ``RUN_DIR/per_example.npz``, both atomically."""
-    import io
-
-    from ..run import atomic_write_bytes
-
     atomic_write_bytes(run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
     buf = io.BytesIO()
     arrays: dict[str, Any] = dict(records)

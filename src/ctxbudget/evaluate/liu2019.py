@@ -39,33 +39,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from ..bounds.verify import BoundFn, certify
+from ..bounds.engine import DIFFERENTIABLE_METHODS, or_list
+from ..bounds.verify import BoundFn, certify, margin_lower_bounds
 from ..budgets import input_box
 
-METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
+#: the bound methods the optimisation can use: it needs gradients of the bound (α-CROWN's are detached)
+LIU_METHODS = DIFFERENTIABLE_METHODS
 
 
-def margin_lower_bounds(classifier: nn.Module, lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor,
-                        method: str) -> torch.Tensor:
-    """Certified lower bounds of ``f_y − f_j`` (j ≠ y) over the box [lo, hi] (B×C×H×W, pixels).
-
-    Returns B×(K−1); differentiable w.r.t. ``lo`` and ``hi``. Uses ``ctxbudget.bounds``.
-    """
-    from ..bounds import compute_bounds, margin_spec
-
-    k = _num_classes(classifier, lo)
-    lower, _ = compute_bounds(classifier, lo, hi, method, C=margin_spec(y, k, lo.dtype), bound_upper=False)
-    assert lower is not None  # bound_lower defaults to True
-    return lower
-
-
-def _num_classes(classifier: nn.Module, x: torch.Tensor) -> int:
-    for layer in reversed(list(classifier.modules())):
-        if isinstance(layer, nn.Linear):
-            return layer.out_features
-    with torch.no_grad():
-        return int(classifier(x[:1]).shape[1])
+def check_liu_method(method: str) -> None:
+    """ValueError unless ``method`` can drive the optimisation (one of :data:`LIU_METHODS`)."""
+    if method not in LIU_METHODS:
+        raise ValueError(f"the Liu et al. optimisation needs gradients of the bound: use {or_list(LIU_METHODS)}, "
+                         f"got {method!r} (alpha-crown bounds are detached)")
 
 
 @dataclass
@@ -126,7 +114,7 @@ def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
     Args:
         classifier: B×C×H×W → B×K logits, eval mode.
         x: images B×C×H×W in [0, 1]; y: labels (B,).
-        method: bound method passed to ``bound_fn`` ("ibp", "crown-ibp", "crown", "alpha-crown").
+        method: bound method passed to ``bound_fn`` (one of :data:`LIU_METHODS`).
         iters: Adam iterations; lr: Adam step on s = log ε.
         delta: required margin (logit units); rho: initial penalty weight.
         max_shrink: bound on the ×0.99 shrink steps of the repair phases.
@@ -135,9 +123,7 @@ def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
         LiuResult. Misclassified examples (or ones not certifiable even at ε = 1e-6) get ε = 0,
         log-volume −inf, certified False. Never returns ε > 1.
     """
-    if method == "alpha-crown":
-        raise ValueError("the Liu et al. optimisation needs gradients of the bound; alpha-crown bounds are "
-                         "detached: use ibp, crown-ibp or crown")
+    check_liu_method(method)
     x, y = x.detach(), y.detach()
     b = x.shape[0]
     with torch.no_grad():
@@ -161,7 +147,6 @@ def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
         phase = max(iters // 5, 1)
         it = range(iters)
         if progress:
-            from tqdm import tqdm
             it = tqdm(it, desc="liu2019", leave=False)
         for t in it:
             lo, hi = input_box(xa, s.exp())

@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..budgets import BUDGET_KINDS
 from ..errors import UserError
 
 
@@ -51,7 +52,7 @@ def format_results_table(results: dict) -> str:
     methods = results.get("methods", [])
     head = ["budgets", *[f"verified ({m})" for m in methods], "verified (any)", "attack (PGD)"]
     rows = []
-    for kind in ("learned", "uniform"):
+    for kind in BUDGET_KINDS:
         by = results["verified_err_by_method"][kind]
         rows.append([kind, *[_pct(by[m]) for m in methods], _pct(results["verified_err"][kind]),
                      _pct(results["attack_err"][kind])])

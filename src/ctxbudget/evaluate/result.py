@@ -3,19 +3,19 @@
 :class:`EvalResult` holds everything one evaluation measured, as arrays over the N examples;
 ``summary()`` turns it into the JSON-safe dict written to ``results.json`` (fractions in [0, 1])
 and ``records()`` into the per-example arrays of ``per_example.npz``. To add a measurement, add a
-field (a JSON-safe value, or a dataclass of them) to :class:`EvalResult`: ``summary()`` writes
-every field of ``extra`` generically.
+field to :class:`EvalResult` and write it in ``summary()`` (and ``records()`` if per example).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-KINDS = ("learned", "uniform")
+from ..budgets import BUDGET_KINDS
+
+KINDS = BUDGET_KINDS          # the budget columns (a uniform run's "learned" column is its uniform one)
 
 
 def frac(mask: np.ndarray) -> float:
@@ -82,7 +82,6 @@ class EvalResult:
     violations: list[str]
     attack: dict[str, Any]
     seconds: dict[str, float]
-    extra: dict[str, Any] = field(default_factory=dict)     # further JSON-safe measurements
 
     @property
     def n(self) -> int:
@@ -129,9 +128,6 @@ class EvalResult:
             "attack": dict(self.attack),
             "seconds": dict(self.seconds),
         }
-        for name, value in self.extra.items():
-            is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
-            out[name] = dataclasses.asdict(value) if is_instance else value
         return out
 
     def records(self) -> dict[str, np.ndarray]:

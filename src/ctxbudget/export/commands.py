@@ -5,6 +5,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..budgets import BUDGET_KINDS
+from ..errors import UserError
+from ..evaluate.evaluate import load_split
+from ..run import load_run
+from .to_onnx import export_onnx
+from .to_torchscript import export_torchscript
+from .vnnlib import KINDS, export_vnnlib
+
 HELP = """\
 Export a trained run's classifier (Normalize included: inputs are pixels in [0, 1]) or per-example
 input boxes for complete verifiers.
@@ -35,7 +43,7 @@ def add_export_parser(subparsers: Any) -> None:
     p.add_argument("--checkpoint", default="final", choices=["final", "best", "last"], help="weights to export")
     p.add_argument("--limit", type=int, default=10, help="vnnlib: number of examples (first N of the split)")
     p.add_argument("--split", default="test", help="vnnlib: data split (default: test)")
-    p.add_argument("--budget", default=None, choices=["learned", "uniform", "both"],
+    p.add_argument("--budget", default=None, choices=[*BUDGET_KINDS, "both"],
                    help="vnnlib: boxes under the run's learned budgets, uniform eps0, or both "
                         "(default: the budgets the run was trained with)")
     p.add_argument("--timeout", type=float, default=300.0, help="vnnlib: per-instance timeout in instances.csv (s)")
@@ -47,28 +55,18 @@ def add_export_parser(subparsers: Any) -> None:
 
 
 def run_export(args: Any) -> int:
-    from ..errors import UserError
-    from ..run import load_run
-
     run = load_run(args.run_dir, checkpoint=args.checkpoint)
     out = Path(args.out)
-    shape = run_input_shape(run)
+    shape = run.input_shape
     if args.format == "onnx":
-        from .to_onnx import export_onnx
-
         info = export_onnx(run.classifier, shape, out / "model.onnx")
         checked = (f"logits match PyTorch (max |diff| {info['max_abs_diff']:.3g}, {info['checked_with']})"
                    if info["checked_with"] else "not run (onnxruntime not installed)")
         print(f"wrote {info['path']} (opset {info['opset']}); check: {checked}")
     elif args.format == "torchscript":
-        from .to_torchscript import export_torchscript
-
         info = export_torchscript(run.classifier, shape, out / "model.pt")
         print(f"wrote {info['path']}; check: logits match PyTorch (max |diff| {info['max_abs_diff']:.3g})")
     else:
-        from ..evaluate.evaluate import load_split
-        from .vnnlib import KINDS, export_vnnlib
-
         if args.limit < 1:
             raise UserError(f"--limit must be >= 1, got {args.limit}")
         ds = load_split(run, args.split, args.data_dir)
@@ -92,10 +90,3 @@ def run_export(args: Any) -> int:
               f"{out / 'instances.csv'}, {out / 'abcrown.yaml'} (general.device: {manifest['abcrown_device']}), "
               f"{out / 'manifest.json'}")
     return 0
-
-
-def run_input_shape(run: Any) -> tuple[int, int, int]:
-    """(C, H, W) of a loaded run's inputs (from its data set's registration)."""
-    from ..data import get_info
-
-    return get_info(run.dataset).input_shape

@@ -34,11 +34,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..budgets import UniformBudget, input_box
+from ..budgets import BUDGET_KINDS, UniformBudget, input_box
 from ..errors import UserError
+from ..run import Run
+from .to_onnx import _require_onnx, export_onnx
 from .verdicts import VERDICT_METHODS, instance_verdicts
 
-KINDS = ("learned", "uniform")
+KINDS = BUDGET_KINDS
 _BOUND = re.compile(r"\(assert\s+\((<=|>=)\s+X_(\d+)\s+([^\s()]+)\s*\)\s*\)")
 _UNSAFE = re.compile(r"\(and\s+\(>=\s+Y_(\d+)\s+Y_(\d+)\s*\)\s*\)")
 _DECL = re.compile(r"\(declare-const\s+([XY])_(\d+)\s+Real\s*\)")
@@ -144,7 +146,7 @@ def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, time
     )
 
 
-def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *,
+def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *,
                   kinds: Sequence[str] = ("learned",), timeout: float = 300.0, indices: Sequence[int] | None = None,
                   write_model: bool = True, abcrown_device: str | None = None,
                   verdict_methods: Sequence[str] = VERDICT_METHODS) -> dict[str, Any]:
@@ -176,8 +178,6 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
     if "learned" in kinds and run.kind != "learned":
         raise UserError("learned boxes need a run trained with learned budgets; this run's are uniform")
     if write_model:
-        from .to_onnx import _require_onnx
-
         _require_onnx()                  # fail before writing anything
     out = Path(out_dir)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
@@ -221,8 +221,6 @@ def export_vnnlib(run: Any, images: torch.Tensor, labels: torch.Tensor, out_dir:
                                 "timeout": timeout, "abcrown_device": device, "verdict_methods": list(verdict_methods),
                                 "examples": examples, "model": None}
     if write_model:
-        from .to_onnx import export_onnx
-
         manifest["model"] = export_onnx(classifier, input_shape, out / "model.onnx", dynamic_batch=False)
     (out / "instances.csv").write_text("\n".join(rows) + "\n")
     (out / "abcrown.yaml").write_text(_abcrown_yaml(out.resolve(), input_shape, num_classes, timeout, device,

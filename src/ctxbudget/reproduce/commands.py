@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import UserError
 from .experiments import EXPERIMENTS, SCHEDULES
+from .runner import plan_experiment, run_experiment
 
 HELP = """\
 Reproduce an experiment of the paper: train every row of its table that has no finished run in
@@ -51,8 +52,6 @@ def add_reproduce_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .runner import plan_experiment, run_experiment
-
     if args.list:
         for exp in EXPERIMENTS.values():
             print(f"{exp.name:14s} {exp.title}")

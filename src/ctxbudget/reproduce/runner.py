@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import run as rundir
+from ..budgets import UniformBudget
 from ..config import RunConfig, load_config
+from ..data import resolve_data_root
+from ..data.registry import get_spec
 from ..errors import UserError
+from ..evaluate.commands import visualize_run
+from ..evaluate.evaluate import evaluate_model, evaluate_run, load_split
+from ..evaluate.report import contextuality_table
+from ..presets import packaged_config
+from ..run import load_run
+from ..train.trainer import resume, train
 from .experiments import Experiment, Row, get_experiment, schedule_overrides
 
 # keys that may differ between the planned config and a run's config.yaml without being a mismatch
@@ -43,16 +52,11 @@ class RowPlan:
 
 def config_path(name: str) -> str:
     """Path of the packaged config ``name`` (``ctxbudget configs`` lists them)."""
-    from ..presets import packaged_config
-
     return str(packaged_config(name))
 
 
 def data_available(dataset: str, root: str | None) -> tuple[bool, str]:
     """Whether the files of ``dataset`` are present under ``root`` (no download), and why not."""
-    from ..data import resolve_data_root
-    from ..data.registry import get_spec
-
     spec = get_spec(dataset)
     missing = [p for split in spec.splits for p in spec.files(root, split) if not Path(p).exists()]
     if missing:
@@ -80,7 +84,8 @@ def _finished_epoch(run_dir: Path) -> int | None:
     final = run_dir / rundir.FINAL
     if not final.is_file():
         return None
-    return int(rundir.load_checkpoint(final).get("epoch", -1))
+    epoch = rundir.Checkpoint.load(final).epoch
+    return -1 if epoch is None else int(epoch)
 
 
 def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", overrides: list[str] | None = None,
@@ -140,11 +145,6 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
                    table_only: bool = False) -> Path:
     """Train/resume, evaluate and draw every row of experiment ``name``; write its table. Returns the
     path of ``OUT/<name>.md``. ``table_only``: run nothing, tabulate the rows that are done."""
-    from ..evaluate.commands import visualize_run
-    from ..evaluate.evaluate import evaluate_run
-    from ..run import load_run
-    from ..train.trainer import resume, train
-
     eval_args = ([f"--limit {eval_limit}"] if eval_limit else []) + [f"--liu-limit {liu_limit}",
                                                                       f"--bounds {','.join(methods)}"]
     exp, plans = plan_experiment(name, out_dir, schedule=schedule, overrides=overrides, data_dir=data_dir,
@@ -174,13 +174,10 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
     return path
 
 
-def _evaluate_extra_uniform(run: Any, eps: float, limit: int | None, methods: tuple[str, ...],
+def _evaluate_extra_uniform(run: rundir.Run, eps: float, limit: int | None, methods: tuple[str, ...],
                             data_dir: str | None = None) -> None:
     """Verified error of ``run``'s classifier under the uniform budget ``eps`` (Appendix C), written
     to ``RUN_DIR/results_uniform-<eps>.json``."""
-    from ..budgets import UniformBudget
-    from ..evaluate.evaluate import evaluate_model, load_split
-
     ds = load_split(run, "test", data_dir)
     x, y = (ds.images, ds.labels) if limit is None else (ds.images[:limit], ds.labels[:limit])
     res = evaluate_model(run.classifier, UniformBudget(eps), x, y, methods=methods, liu_limit=0)
@@ -233,8 +230,6 @@ def row_summary(exp: Experiment, plan: RowPlan) -> dict:
 
 def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule: str) -> Path:
     """Write ``OUT/<experiment>.md`` and ``.json`` from the rows' results; return the .md path."""
-    from ..evaluate.report import contextuality_table
-
     summaries = [row_summary(exp, p) for p in plans]
     head = ["row", "schedule", "generator head", "clean err. ours / paper", "verified Liu et al. ours / paper",
             "verified uniform ours / paper", "verified learned ours / paper", "PGD err. ours", "n test (Liu)",

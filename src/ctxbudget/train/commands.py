@@ -5,6 +5,10 @@ import argparse
 import time
 from pathlib import Path
 
+from ..config import dump_config, load_config, parse_overrides
+from ..errors import UserError
+from .trainer import resume, train
+
 HELP = """\
 Train a classifier (and, for learned budgets, the budget generator) with certified training.
 
@@ -37,10 +41,6 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from ..config import dump_config, load_config, parse_overrides
-    from ..errors import UserError
-    from .trainer import resume, train
-
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data.root={args.data_dir}")

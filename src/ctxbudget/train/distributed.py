@@ -60,11 +60,6 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local_rank), device
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce (sum | min | max) when a process group exists; identity otherwise."""
     if dist.is_available() and dist.is_initialized():

@@ -22,6 +22,8 @@ Optional terms (off by default, each usable alone, for learned and uniform budge
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,49 @@ from ..bounds.verify import certify
 from ..budgets import BudgetModel, input_box
 from .adversarial import adversarial_point, pgd_offsets
 from .regularizers import warmup_regularizers
+
+
+@dataclass
+class StepSums:
+    """The additive statistics of training batches (0-dim tensors; sums over examples, then over
+    steps and ranks): examples ``n``, ``clean_wrong`` / ``verified_wrong`` counts, ``loss`` (the
+    per-example loss) and ``robust`` (L_rob) sums, ``eps_sum`` (Σ of per-example mean ε) over
+    ``eps_n`` examples. ``to_tensor``/``from_tensor`` pack them, in field order, into one float64
+    vector (one all-reduce for all of them)."""
+
+    n: torch.Tensor
+    clean_wrong: torch.Tensor
+    verified_wrong: torch.Tensor
+    loss: torch.Tensor
+    robust: torch.Tensor
+    eps_sum: torch.Tensor
+    eps_n: torch.Tensor
+
+    def __add__(self, other: StepSums) -> StepSums:
+        return StepSums(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The fields in order as one float64 vector (length ``len(fields)``)."""
+        return torch.stack([torch.as_tensor(getattr(self, f.name), dtype=torch.float64, device=device)
+                            for f in fields(self)])
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> StepSums:
+        """Inverse of :meth:`to_tensor` (0-dim tensors)."""
+        return cls(*t.unbind())
+
+
+@dataclass
+class StepStats:
+    """What :class:`Objective` reports about one batch: the additive ``sums``, the smallest and
+    largest budget of the batch (``eps_min``/``eps_max``; 0 when ε0 = 0), ``warmup_reg`` (the
+    weighted warm-up regulariser × B) and ``adversarial`` (the sum of the MTL-IBP adversarial CE)."""
+
+    sums: StepSums
+    eps_min: torch.Tensor
+    eps_max: torch.Tensor
+    warmup_reg: torch.Tensor
+    adversarial: torch.Tensor
 
 
 class Objective(nn.Module):
@@ -50,24 +95,22 @@ class Objective(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps0: float, kappa: float, beta: float,
                 method: str = "crown-ibp", fusion: bool = True,
-                warmup_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                warmup_weight: float = 0.0) -> tuple[torch.Tensor, StepStats]:
         """x: B×C×H×W in [0, 1]; y: B; ``warmup_weight``: weight of the warm-up regularisers this
-        step (0: not computed). Returns (mean loss, sums over the batch of loss terms/counts;
-        ``warmup_reg`` is the weighted regulariser × B, ``adversarial`` the sum of the MTL-IBP
-        adversarial CE)."""
+        step (0: not computed). Returns (mean loss, :class:`StepStats` of the batch)."""
         logits = self.classifier(x)
         natural = F.cross_entropy(logits, y, reduction="none")
         def zero() -> torch.Tensor:
             return torch.zeros((), device=x.device)
 
-        stats = {"n": torch.tensor(float(len(y)), device=x.device),
-                 "clean_wrong": (logits.argmax(1) != y).sum().float(), "warmup_reg": zero(), "adversarial": zero()}
+        n = torch.tensor(float(len(y)), device=x.device)
+        clean_wrong = (logits.argmax(1) != y).sum().float()
         self.threat.eps0 = float(eps0)
         if eps0 <= 0:
             loss = natural.mean()
-            stats.update(loss=natural.sum().detach(), robust=zero(),
-                         verified_wrong=stats["clean_wrong"].clone(), eps_sum=zero(), eps_n=zero(),
-                         eps_min=zero(), eps_max=zero())
+            sums = StepSums(n=n, clean_wrong=clean_wrong, verified_wrong=clean_wrong.clone(),
+                            loss=natural.sum().detach(), robust=zero(), eps_sum=zero(), eps_n=zero())
+            stats = StepStats(sums, eps_min=zero(), eps_max=zero(), warmup_reg=zero(), adversarial=zero())
             # keep every parameter in the graph (DDP expects all parameters to get gradients)
             return loss + 0.0 * sum(p.sum() for p in self.threat.parameters()), stats
         eps = self.threat(x)
@@ -76,23 +119,26 @@ class Objective(nn.Module):
         robust, margins = robust_cross_entropy_from(bd, y, method=method, fusion=fusion, beta=beta,
                                                     return_margins=True)
         bound_term = robust
+        adversarial_sum = zero()
         if self.mtl_alpha is not None:
             t = pgd_offsets(bd.forward, x, eps, y, self.attack_steps, self.attack_step_size)
             adversarial = F.cross_entropy(bd.forward(adversarial_point(x, eps, t)), y, reduction="none")
             bound_term = self.mtl_alpha * robust + (1 - self.mtl_alpha) * adversarial
-            stats["adversarial"] = adversarial.sum().detach()
+            adversarial_sum = adversarial.sum().detach()
         per_example = kappa * natural + (1 - kappa) * bound_term
         loss = per_example.mean()
+        warmup_reg = zero()
         if warmup_weight > 0:
             tight, balance = warmup_regularizers(bd, self.warmup_tol)
             reg = warmup_weight * (tight + balance)
             loss = loss + reg
-            stats["warmup_reg"] = reg.detach() * len(y)
+            warmup_reg = reg.detach() * len(y)
         with torch.no_grad():  # the certificate the loss computation produced on the way (progress display)
             verified = certify(self.classifier, lower, upper, y, method, lower=margins, correct=logits.argmax(1) == y,
                                recheck=False, x=x).verified
             flat = eps.detach().reshape(len(y), -1)
-        stats.update(loss=per_example.sum().detach(), robust=robust.sum().detach(),
-                     verified_wrong=(~verified).sum().float(), eps_sum=flat.mean(1).sum(), eps_n=stats["n"].clone(),
-                     eps_min=flat.min(), eps_max=flat.max())
-        return loss, stats
+        sums = StepSums(n=n, clean_wrong=clean_wrong, verified_wrong=(~verified).sum().float(),
+                        loss=per_example.sum().detach(), robust=robust.sum().detach(), eps_sum=flat.mean(1).sum(),
+                        eps_n=n.clone())
+        return loss, StepStats(sums, eps_min=flat.min(), eps_max=flat.max(), warmup_reg=warmup_reg,
+                               adversarial=adversarial_sum)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: the ramp shapes of ``schedule.kind``
+RAMP_KINDS = ("linear", "smoothed")
+
 
 @dataclass(frozen=True)
 class RampSchedule:
@@ -28,8 +31,8 @@ class RampSchedule:
     mid: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.kind not in ("linear", "smoothed"):
-            raise ValueError(f"unknown ramp kind {self.kind!r} (linear | smoothed)")
+        if self.kind not in RAMP_KINDS:
+            raise ValueError(f"unknown ramp kind {self.kind!r} ({' | '.join(RAMP_KINDS)})")
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be >= 1")
 

@@ -9,7 +9,8 @@ Each optimizer step (global step s, epoch e):
   ε0(s) = ramp(s)·ε_max,  κ(s), β(s) from ``schedules``,  lr from the epoch's milestones;
   loss  = ``Objective``: κ·CE(f(x), y) + (1 − κ)·robust CE on [clip(x − ε(x)), clip(x + ε(x))].
 After each epoch: test clean / verified error at the current ε0 with ``eval.method``; one line per
-split in ``metrics.jsonl``; checkpoint ``last`` (and ``best`` once the ramp is complete).
+split in ``metrics.jsonl`` (``metrics.EpochRow``); checkpoint ``last`` (and ``best`` once the ramp is complete;
+``run.Checkpoint``).
 
 Launched by torchrun, every rank takes a strided share of each global batch (``batch_size`` is the
 global batch), gradients are averaged by DistributedDataParallel, metrics are summed across
@@ -35,14 +36,15 @@ from .. import run as rundir
 from ..bounds import compute_bounds, margin_spec
 from ..bounds.verify import certify
 from ..budgets import LearnedBudget, input_box
-from ..config import RunConfig
+from ..config import RunConfig, config_from_dict, merge
 from ..contextuality import ContextualityAccumulator, contextuality_row
 from ..data import augment_crop_flip, get_dataset
 from ..errors import UserError
 from ..models import initialize_
 from ..runtime import generator_dtype
 from . import distributed as D
-from .objective import Objective
+from .metrics import EpochRow
+from .objective import Objective, StepSums
 from .schedules import RampSchedule, learning_rate, mixing_weight, warmup_weight
 
 
@@ -123,23 +125,32 @@ class Trainer:
         self.best = math.inf    # best test verified error at the full ε0
 
     # ------------------------------------------------------------------ persistence
-    def state(self) -> dict:
+    def state(self) -> rundir.Checkpoint:
+        """Everything needed to resume (``checkpoints/last.pt``)."""
         gen = self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None
-        return {"classifier": self.classifier.state_dict(), "generator": gen,
-                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
-                "best": self.best, "config": self.cfg.to_dict(), "torch_rng": torch.get_rng_state(),
-                "format": 1}
+        return rundir.Checkpoint(classifier=self.classifier.state_dict(), generator=gen,
+                                 optimizer=self.optimizer.state_dict(), epoch=self.epoch, step=self.step,
+                                 best=self.best, config=self.cfg.to_dict(), torch_rng=torch.get_rng_state())
 
-    def load_state(self, state: dict, path: Path | None = None) -> None:
+    def final_state(self) -> rundir.Checkpoint:
+        """The weights at the end of training (``final.pt``; no optimizer, best or RNG state)."""
+        gen = self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None
+        return rundir.Checkpoint(classifier=self.classifier.state_dict(), generator=gen, epoch=self.epoch,
+                                 step=self.step, config=self.cfg.to_dict())
+
+    def load_state(self, state: rundir.Checkpoint, path: Path | None = None) -> None:
         path = path or self.run_dir / rundir.LAST
-        rundir.load_weights(self.classifier, state["classifier"], path, self.cfg)
+        rundir.load_weights(self.classifier, state.classifier, path, self.cfg)
         if isinstance(self.threat, LearnedBudget):
-            if state.get("generator") is None:
+            if state.generator is None:
                 raise UserError("checkpoint has no generator weights but the config asks for learned budgets")
-            rundir.load_weights(self.threat.generator, state["generator"], path, self.cfg)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
-        torch.set_rng_state(state["torch_rng"])
+            rundir.load_weights(self.threat.generator, state.generator, path, self.cfg)
+        if state.optimizer is None or state.epoch is None or state.step is None or state.best is None \
+                or state.torch_rng is None:
+            raise UserError(f"checkpoint {path} holds weights only (no optimizer state); it cannot be resumed")
+        self.optimizer.load_state_dict(state.optimizer)
+        self.epoch, self.step, self.best = int(state.epoch), int(state.step), float(state.best)
+        torch.set_rng_state(state.torch_rng)
 
     def _log(self, text: str) -> None:
         if not self.dist.is_main:
@@ -165,13 +176,13 @@ class Trainer:
                 x = augment_crop_flip(x, pad=4, generator=g)
             yield x[share], y[share]
 
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int) -> EpochRow:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(group["base_lr"], epoch, cfg.optim.lr_milestones, cfg.optim.lr_decay)
         self.classifier.train()
         self.threat.train()
-        totals: dict[str, torch.Tensor] = {}
+        totals: StepSums | None = None
         eps_min, eps_max = math.inf, -math.inf
         start = time.perf_counter()
         show = self.dist.is_main and (self.progress if self.progress is not None else sys.stderr.isatty())
@@ -195,32 +206,30 @@ class Trainer:
                 nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             self.optimizer.step()
             self.step += 1
-            for k in ("n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum", "eps_n"):
-                totals[k] = totals.get(k, 0) + stats[k].detach()
+            totals = stats.sums if totals is None else totals + stats.sums
             if eps0 > 0:
-                eps_min = min(eps_min, float(stats["eps_min"]))
-                eps_max = max(eps_max, float(stats["eps_max"]))
-            n = float(totals["n"])
-            bar.set_postfix(loss=f"{float(totals['loss']) / n:.3f}", err=f"{float(totals['clean_wrong']) / n:.3f}",
-                            ver=f"{float(totals['verified_wrong']) / n:.3f}", eps0=f"{eps0:.3f}")
+                eps_min = min(eps_min, float(stats.eps_min))
+                eps_max = max(eps_max, float(stats.eps_max))
+            n = float(totals.n)
+            bar.set_postfix(loss=f"{float(totals.loss) / n:.3f}", err=f"{float(totals.clean_wrong) / n:.3f}",
+                            ver=f"{float(totals.verified_wrong) / n:.3f}", eps0=f"{eps0:.3f}")
             bar.update()
         bar.close()
-        keys = ["n", "clean_wrong", "verified_wrong", "loss", "robust", "eps_sum", "eps_n"]
-        summed = D.all_reduce_(torch.stack([torch.as_tensor(totals[k], dtype=torch.float64, device=self.device) for k in keys]))
-        t = dict(zip(keys, summed.tolist()))
+        assert totals is not None          # steps_per_epoch ≥ 1
+        t = StepSums.from_tensor(D.all_reduce_(totals.to_tensor(self.device)))
         lims = D.all_reduce_(torch.tensor([eps_min, -eps_max], dtype=torch.float64, device=self.device), op="min").tolist()
-        n = t["n"]
-        return {"epoch": epoch, "split": "train", "step": self.step, "eps0": eps0,
-                "loss": t["loss"] / n, "robust_loss": t["robust"] / n,
-                "clean_err": t["clean_wrong"] / n, "verified_err": t["verified_wrong"] / n,
-                "mean_eps": t["eps_sum"] / t["eps_n"] if t["eps_n"] else 0.0,
-                "min_eps": lims[0] if math.isfinite(lims[0]) else 0.0,
-                "max_eps": -lims[1] if math.isfinite(lims[1]) else 0.0,
-                "lr": self.optimizer.param_groups[0]["lr"], "kappa": kappa, "beta": beta,
-                "seconds": time.perf_counter() - start}
+        n, eps_n = float(t.n), float(t.eps_n)
+        return EpochRow(epoch=epoch, split="train", step=self.step, eps0=eps0,
+                        loss=float(t.loss) / n, robust_loss=float(t.robust) / n,
+                        clean_err=float(t.clean_wrong) / n, verified_err=float(t.verified_wrong) / n,
+                        mean_eps=float(t.eps_sum) / eps_n if eps_n else 0.0,
+                        min_eps=lims[0] if math.isfinite(lims[0]) else 0.0,
+                        max_eps=-lims[1] if math.isfinite(lims[1]) else 0.0,
+                        lr=self.optimizer.param_groups[0]["lr"], kappa=kappa, beta=beta,
+                        seconds=time.perf_counter() - start)
 
     @torch.no_grad()
-    def evaluate(self, epoch: int, eps0: float) -> dict:
+    def evaluate(self, epoch: int, eps0: float) -> EpochRow:
         """Clean and verified error on this rank's share of the test split, summed over ranks."""
         start = time.perf_counter()
         self.classifier.eval()
@@ -254,55 +263,52 @@ class Trainer:
         D.all_reduce_(sums)
         D.all_reduce_(mins, op="min")
         n = max(sums[0].item(), 1.0)
-        row = {"epoch": epoch, "split": "test", "step": self.step, "eps0": eps0, "loss": sums[3].item() / n,
-               "clean_err": sums[1].item() / n, "verified_err": sums[2].item() / n, "mean_eps": sums[4].item() / n,
-               "min_eps": mins[0].item() if n else 0.0, "max_eps": -mins[1].item() if n else 0.0,
-               "method": self.cfg.eval.method}
+        row = EpochRow(epoch=epoch, split="test", step=self.step, eps0=eps0, loss=sums[3].item() / n,
+                       clean_err=sums[1].item() / n, verified_err=sums[2].item() / n, mean_eps=sums[4].item() / n,
+                       min_eps=mins[0].item() if n else 0.0, max_eps=-mins[1].item() if n else 0.0,
+                       method=self.cfg.eval.method)
         if context is not None:
             context.load_sums(D.all_reduce_(context.sums().to(self.device)))
             if context.state[0] >= 2:
-                row.update(contextuality_row(context.result()))
-        row["seconds"] = time.perf_counter() - start
+                row.contextuality = contextuality_row(context.result())
+        row.seconds = time.perf_counter() - start
         return row
 
     # ------------------------------------------------------------------ main loop
-    def fit(self) -> dict | None:
+    def fit(self) -> EpochRow | None:
         cfg = self.cfg
-        last_test = None
+        last_test: EpochRow | None = None
         if self.epoch >= cfg.optim.epochs:
             self._log(f"run already finished ({self.epoch}/{cfg.optim.epochs} epochs)")
         for epoch in range(self.epoch + 1, cfg.optim.epochs + 1):
             row = self.train_epoch(epoch)
-            eps0 = row["eps0"]
+            eps0 = row.eps0
             rows = [row]
             ramp_done = eps0 >= self.eps_max
             if epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs:
                 last_test = self.evaluate(epoch, eps0)
                 rows.append(last_test)
             self.epoch = epoch
-            improved = last_test is not None and last_test["epoch"] == epoch and ramp_done \
-                and last_test["verified_err"] < self.best
+            improved = last_test is not None and last_test.epoch == epoch and ramp_done \
+                and last_test.verified_err < self.best
             if improved and last_test is not None:
-                self.best = last_test["verified_err"]
+                self.best = last_test.verified_err
             if self.dist.is_main:
                 for r in rows:
-                    rundir.append_metrics(self.run_dir, r)
+                    rundir.append_metrics(self.run_dir, r.to_json())
                 state = self.state()
-                rundir.atomic_torch_save(state, self.run_dir / rundir.LAST)
+                state.save(self.run_dir / rundir.LAST)
                 if improved:
-                    rundir.atomic_torch_save(state, self.run_dir / rundir.BEST)
+                    state.save(self.run_dir / rundir.BEST)
             D.barrier()
-            test_txt = (f" | test clean {last_test['clean_err']:.2%} verified {last_test['verified_err']:.2%}"
-                        if last_test is not None and last_test["epoch"] == epoch else "")
-            self._log(f"epoch {epoch:3d}/{cfg.optim.epochs} eps0 {eps0:.4f} | train loss {row['loss']:.4f} "
-                      f"clean {row['clean_err']:.2%} verified {row['verified_err']:.2%} | "
-                      f"eps mean {row['mean_eps']:.4f} [{row['min_eps']:.3f}, {row['max_eps']:.3f}]{test_txt} "
-                      f"| {row['seconds']:.1f}s")
+            test_txt = (f" | test clean {last_test.clean_err:.2%} verified {last_test.verified_err:.2%}"
+                        if last_test is not None and last_test.epoch == epoch else "")
+            self._log(f"epoch {epoch:3d}/{cfg.optim.epochs} eps0 {eps0:.4f} | train loss {row.loss:.4f} "
+                      f"clean {row.clean_err:.2%} verified {row.verified_err:.2%} | "
+                      f"eps mean {row.mean_eps:.4f} [{row.min_eps:.3f}, {row.max_eps:.3f}]{test_txt} "
+                      f"| {row.seconds:.1f}s")
         if self.dist.is_main:
-            final = {"classifier": self.classifier.state_dict(),
-                     "generator": self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None,
-                     "epoch": self.epoch, "step": self.step, "config": cfg.to_dict(), "format": 1}
-            rundir.atomic_torch_save(final, self.run_dir / rundir.FINAL)
+            self.final_state().save(self.run_dir / rundir.FINAL)
         D.barrier()
         return last_test
 
@@ -362,8 +368,6 @@ def resume(run_dir: str | Path, overrides: dict | None = None, device: str | Non
 
 
 def _resume(run_dir: Path, overrides: dict | None, device: str | None, progress: bool | None) -> Trainer:
-    from ..config import config_from_dict, merge
-
     cfg = rundir.read_config(run_dir)
     if overrides:
         rundir.check_resume_overrides(overrides, cfg.to_dict())
@@ -371,7 +375,7 @@ def _resume(run_dir: Path, overrides: dict | None, device: str | None, progress:
     trainer = Trainer(cfg, run_dir, device_name=device, progress=progress)
     last = run_dir / rundir.LAST
     if last.is_file():
-        trainer.load_state(rundir.load_checkpoint(last, map_location=trainer.device))
+        trainer.load_state(rundir.Checkpoint.load(last, map_location=trainer.device), last)
     if trainer.epoch > cfg.optim.epochs:
         raise UserError(f"optim.epochs={cfg.optim.epochs} is less than the {trainer.epoch} epochs already trained")
     if trainer.dist.is_main:
