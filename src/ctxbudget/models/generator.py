@@ -142,4 +142,5 @@ def num_weights(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["COARSE_RANGE", "INK_INIT", "INK_POOL", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD", "HEADS", "coarse_grid", "num_weights"]
+__all__ = ["COARSE_RANGE", "INK_INIT", "INK_POOL", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD",
+           "HEADS", "coarse_grid", "num_weights"]
