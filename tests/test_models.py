@@ -130,3 +130,16 @@ def test_runs_saved_before_the_generator_key_load_with_the_papers_head(tmp_path)
     del data["budget"]["generator"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
     assert read_config(tmp_path).budget.generator == "dense"
+
+
+def test_context_head_padding_decides_whether_border_pixels_know_where_they_are():
+    for padding, flat in (("replicate", True), ("zeros", False)):
+        g = _trained_like(BudgetGenerator((1, 28, 28), head="context", padding=padding))
+        with torch.no_grad():
+            for layer in (g.head.film, g.head.coarse):
+                layer.weight.zero_()
+                layer.bias.zero_()
+            blank = g(torch.zeros(1, 1, 28, 28))[0, 0]
+        assert torch.allclose(blank, blank[14, 14].expand_as(blank), atol=1e-6) == flat
+    with pytest.raises(ValueError, match="padding"):
+        BudgetGenerator((1, 28, 28), head="context", padding="reflect")

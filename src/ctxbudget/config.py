@@ -18,7 +18,7 @@ from .bounds.engine import DIFFERENTIABLE_METHODS, or_list
 from .budgets import BUDGET_KINDS, validate_budget_params
 from .errors import UserError
 from .models import INITS
-from .models.generator import HEADS
+from .models.generator import HEADS, PADDINGS
 from .presets import resolve_config
 from .runtime import GENERATOR_PRECISIONS
 
@@ -54,6 +54,9 @@ class BudgetConfig:
     train_eps_factor: float = 1.0         # train at factor·ε0 (CROWN-IBP CIFAR: 1.1), evaluate at ε0
     generator: str = "context"            # context (local + global context; follows the image) | dense (the
                                           # paper: Linear head, stores position-fixed masks) | conv (local)
+    generator_padding: str = "replicate"  # context head only (the others ignore it): replicate | zeros
+                                          # (pixels near the border know where they are; Watermarked MNIST, whose
+                                          # mark sits in the margins, needs it on the cpu schedule)
     generator_precision: str = "auto"     # auto | float32 | bfloat16: the generator's matmuls (auto: bf16
                                           # where the hardware has fast bf16); bounds stay full precision
 
@@ -132,6 +135,8 @@ class RunConfig:
             raise UserError(f"budget.train_eps_factor must be > 0 with eps0·factor ≤ 1, got {b.train_eps_factor}")
         if b.generator not in HEADS:
             raise UserError(f"budget.generator must be one of {', '.join(HEADS)}, got {b.generator!r}")
+        if b.generator_padding not in PADDINGS:
+            raise UserError(f"budget.generator_padding must be one of {', '.join(PADDINGS)}, got {b.generator_padding!r}")
         if b.generator_precision not in GENERATOR_PRECISIONS:
             raise UserError(f"budget.generator_precision must be one of {', '.join(GENERATOR_PRECISIONS)}, "
                             f"got {b.generator_precision!r}")

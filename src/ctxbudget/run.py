@@ -273,7 +273,7 @@ def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes:
     classifier = get_model(cfg.model.name, input_shape, num_classes, mean=mean, std=std)
     if cfg.budget.kind == "learned":
         dtype = generator_dtype(cfg.budget.generator_precision, device)
-        generator = BudgetGenerator(input_shape, head=cfg.budget.generator)
+        generator = BudgetGenerator(input_shape, head=cfg.budget.generator, padding=cfg.budget.generator_padding)
         threat: BudgetModel = LearnedBudget(generator, 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi,
                                             compute_dtype=dtype)
     else:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 HEADS = ("context", "dense", "conv")
+PADDINGS = ("replicate", "zeros")        # padding of the context head's convolutions
 DEFAULT_HEAD = "context"
 
 
@@ -72,15 +73,19 @@ class ContextHead(nn.Module):
     The FiLM and coarse layers start at zero, so training starts from the local head and the prior.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], width: int = 16, context: int = 32) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], width: int = 16, context: int = 32,
+                 padding: str = "replicate") -> None:
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         c, h, w = input_shape
         self.size = (h, w)
         self.grid = coarse_grid(h, w)
-        # replicate padding: zero padding would tell pixels near the border where they are
-        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
-                                   nn.Conv2d(8, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
-                                   nn.Conv2d(width, width, 3, padding=2, dilation=2, padding_mode="replicate"),
+        # replicate padding: zero padding tells pixels within a few pixels of the border where they are
+        mode = "replicate" if padding == "replicate" else "zeros"
+        self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, padding_mode=mode), nn.ReLU(),
+                                   nn.Conv2d(8, width, 3, padding=1, padding_mode=mode), nn.ReLU(),
+                                   nn.Conv2d(width, width, 3, padding=2, dilation=2, padding_mode=mode),
                                    nn.ReLU())
         self.summary = nn.Sequential(nn.Linear(width + c * 16, context), nn.ReLU())
         self.film = nn.Linear(context, 2 * width)
@@ -109,7 +114,7 @@ class BudgetGenerator(nn.Module):
     """g_θ: B×C×H×W images → B×C×H×W scores in (0, 1); ``head`` one of :data:`HEADS`."""
 
     def __init__(self, input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8),
-                 head: str = DEFAULT_HEAD) -> None:
+                 head: str = DEFAULT_HEAD, padding: str = "replicate") -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"generator head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -121,7 +126,7 @@ class BudgetGenerator(nn.Module):
         self.head: nn.Module
         if head == "context":
             self.features = nn.Identity()
-            self.head = ContextHead(self.input_shape)
+            self.head = ContextHead(self.input_shape, padding=padding)
             return
         convs: list[nn.Module] = [nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()]
         if head == "dense":
@@ -143,4 +148,4 @@ def num_weights(module: nn.Module) -> int:
 
 
 __all__ = ["COARSE_RANGE", "INK_INIT", "INK_POOL", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD",
-           "HEADS", "coarse_grid", "num_weights"]
+           "HEADS", "PADDINGS", "coarse_grid", "num_weights"]
