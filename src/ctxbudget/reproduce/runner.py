@@ -203,6 +203,12 @@ def _wall(run_dir: Path) -> tuple[int, float]:
     return epochs, sum(float(r.get("seconds", 0.0)) for r in rows)
 
 
+def head_name(cfg: RunConfig) -> str:
+    """The generator head as the tables name it: ``context``, ``context (zero padding)``, ``dense``, ``conv``."""
+    b = cfg.budget
+    return f"{b.generator} (zero padding)" if b.generator == "context" and b.generator_padding == "zeros" else b.generator
+
+
 def row_summary(exp: Experiment, plan: RowPlan) -> dict:
     """Ours and the paper's numbers of one row (fractions in [0, 1] for ours, % for the paper's)."""
     out: dict = {"row": plan.row.name, "config": plan.row.config, "status": plan.status, "reason": plan.reason,
@@ -220,7 +226,7 @@ def row_summary(exp: Experiment, plan: RowPlan) -> dict:
         extra = plan.run_dir / f"results_uniform-{plan.row.uniform_eps:g}.json"
         ours["uniform"] = json.loads(extra.read_text())["verified_err"]["uniform"] if extra.is_file() else None
     epochs, seconds = _wall(plan.run_dir)
-    head = rundir.read_config(plan.run_dir).budget.generator if kind == "learned" else "–"
+    head = head_name(rundir.read_config(plan.run_dir)) if kind == "learned" else "–"
     out.update(ours=ours, kind=kind, head=head, n=res["n"], n_liu2019=res.get("n_liu2019"), epochs=epochs,
                train_seconds=seconds, eval_seconds=res.get("seconds", {}).get("total"),
                contextuality=res.get("contextuality"), soundness_violations=res.get("soundness_violations"),
