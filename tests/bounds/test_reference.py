@@ -29,9 +29,7 @@ def test_reference_values(refdir, net_name: str, method: str) -> None:
     _check_reference(refdir, net_name, method, all_samples=False)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("CTXBUDGET_SLOW_TESTS") != "1",
-                    reason="full-CROWN check of every sample takes minutes; set CTXBUDGET_SLOW_TESTS=1")
+@pytest.mark.slow   # full CROWN on every sample takes minutes
 @pytest.mark.parametrize("net_name", NETS[1:])
 def test_reference_values_crown_all_samples(refdir, net_name: str) -> None:
     _check_reference(refdir, net_name, "CROWN", all_samples=True)
