@@ -1,5 +1,16 @@
 """Fixtures shared by every test folder: the real MNIST when it is available (never downloaded),
-and a tiny untrained run directory for the export and certify tests."""
+and a tiny untrained run directory for the export and certify tests.
+
+Slow tests: one switch. A test that takes more than a few seconds (builds and installs a wheel, trains
+end to end in subprocesses or over several runs, runs the CPU part of benchmarks/gpu_check.sh, checks full
+CROWN on every golden sample) carries ``@pytest.mark.slow`` and nothing else. The marker is the label,
+``CTXBUDGET_SLOW_TESTS=1`` is the switch:
+
+- without ``CTXBUDGET_SLOW_TESTS=1`` every test marked slow is skipped (``pytest_collection_modifyitems``
+  below), so ``pytest`` and ``pytest -m "not slow"`` run the same tests (the latter deselects instead of skipping);
+- with ``CTXBUDGET_SLOW_TESTS=1`` (as in CI) they run; ``-m slow`` then runs only them.
+
+No test reads ``CTXBUDGET_SLOW_TESTS`` itself: mark it slow instead."""
 from __future__ import annotations
 
 import os
@@ -9,7 +20,18 @@ from typing import Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SLOW_TESTS = os.environ.get("CTXBUDGET_SLOW_TESTS") == "1"
 MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked slow unless ``CTXBUDGET_SLOW_TESTS=1`` (see the module docstring)."""
+    if SLOW_TESTS:
+        return
+    skip = pytest.mark.skip(reason="slow: set CTXBUDGET_SLOW_TESTS=1 to run it")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 def find_real_data_root() -> Optional[Path]:

@@ -21,11 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("CTXBUDGET_SLOW_TESTS") != "1",
-                       reason="builds and installs a wheel (about a minute); set CTXBUDGET_SLOW_TESTS=1"),
-]
+pytestmark = pytest.mark.slow   # builds and installs a wheel (about a minute)
 
 
 def _run(cmd, cwd, env, timeout=600):

@@ -10,6 +10,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow   # the script's CPU soundness part (up to 5 minutes under its own timeout)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path of the script")
 def test_gpu_check_runs_on_cpu_and_says_what_it_skipped(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

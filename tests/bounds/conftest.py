@@ -16,12 +16,17 @@ from ctxbudget.models.classifiers import Normalize
 torch.set_num_threads(1)
 
 
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+
+
 def reference_dir() -> Optional[Path]:
+    """The golden bound values (``*.pt``, computed with auto_LiRPA): ``$CTXBUDGET_REFERENCE`` (a folder
+    holding the ``*.pt`` files or a ``bounds/`` folder of them) when set, else ``tests/bounds/reference``,
+    which ships with the repository."""
     env = os.environ.get("CTXBUDGET_REFERENCE")
-    cands = [Path(env) / "bounds" if env else None, Path(env) if env else None,
-             Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "bounds"]
+    cands = [Path(env) / "bounds", Path(env)] if env else [REFERENCE_DIR]
     for c in cands:
-        if c is not None and c.is_dir() and any(c.glob("*.pt")):
+        if c.is_dir() and any(c.glob("*.pt")):
             return c.resolve()
     return None
 
@@ -120,8 +125,9 @@ def pgd(fn: Callable[[torch.Tensor], torch.Tensor], xl: torch.Tensor, xu: torch.
 
 @pytest.fixture(scope="session")
 def refdir() -> Path:
+    """The reference folder; it ships in tests/bounds/reference, so a missing one is an error, not a skip."""
     d = reference_dir()
-    if d is None:
-        pytest.skip("reference bounds not found: expected ../shared/reference/bounds next to the repo "
-                    "or CTXBUDGET_REFERENCE=<dir>")
+    env = os.environ.get("CTXBUDGET_REFERENCE")
+    assert d is not None, (f"reference bounds not found in CTXBUDGET_REFERENCE={env}" if env
+                           else f"reference bounds missing from {REFERENCE_DIR}")
     return d

@@ -26,6 +26,7 @@ def _run(args, **kw):
     return proc
 
 
+@pytest.mark.slow   # five training subprocesses, two of them under torchrun
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
 @pytest.mark.parametrize("kind", ["learned", "uniform"])

@@ -118,43 +118,14 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
     with torch.no_grad():
         clean_logits = model(x)
         best = min_margin(clean_logits, y)
-    best_x = x.clone()
-
-    def record(idx: torch.Tensor, point: torch.Tensor, m: torch.Tensor) -> None:
-        better = m < best[idx]
-        if bool(better.any()):
-            best[idx[better]] = m[better]
-            best_x[idx[better]] = point[better]
-
-    def descend(idx: torch.Tensor, start: torch.Tensor, target: torch.Tensor | None,
-                step_at: Callable[[int], torch.Tensor]) -> None:
-        """One PGD run on the examples ``idx`` from ``start`` (len(idx)×C×H×W)."""
-        yi, loi, hii = y[idx], lo[idx], hi[idx]
-        point = start
-        for t in range(steps):
-            point.requires_grad_(True)
-            logits = model(point)
-            m = min_margin(logits, yi)
-            if target is not None:
-                objective = (logits.gather(1, target.view(-1, 1)) - logits.gather(1, yi.view(-1, 1))).sum()
-            elif loss == "margin":
-                objective = -m.sum()
-            else:
-                objective = nn.functional.cross_entropy(logits, yi, reduction="sum")
-            grad, = torch.autograd.grad(objective, point)
-            with torch.no_grad():
-                record(idx, point.detach(), m.detach())
-                point = torch.max(torch.min(point.detach() + step_at(t)[idx] * grad.sign(), hii), loi)
-        with torch.no_grad():
-            record(idx, point, min_margin(model(point), yi))
-
+    search = _Search(model, y, lo, hi, steps, loss, best, x.clone())
     if steps == 0:
-        return AttackResult(min_margin=best, x_adv=best_x)
+        return AttackResult(min_margin=best, x_adv=search.best_x)
     everyone = torch.arange(len(x), device=x.device)
     constant = step_factor * eps / steps
     for _ in range(restarts):                                     # 1. untargeted, constant step
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        descend(everyone, lo + u * (hi - lo), None, lambda t: constant)
+        search.descend(everyone, lo + u * (hi - lo), None, lambda t: constant)
     n_targets = min(targets, int(clean_logits.shape[1]) - 1)
     ranked = _targets(clean_logits, y, n_targets)
     side = _side_generator(generator)
@@ -163,5 +134,56 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         start = torch.where(u < 0.5, lo, hi) if k % 2 == 0 else lo + u * (hi - lo)   # corner / uniform
         idx = (best >= 0).nonzero().flatten()                     # not broken yet
         if idx.numel():
-            descend(idx, start[idx], ranked[idx, k], lambda t: eps * (0.5 * (1 + math.cos(math.pi * t / steps))))
-    return AttackResult(min_margin=best, x_adv=best_x)
+            search.descend(idx, start[idx], ranked[idx, k], lambda t: eps * (0.5 * (1 + math.cos(math.pi * t / steps))))
+    return AttackResult(min_margin=best, x_adv=search.best_x)
+
+
+@dataclass
+class _Search:
+    """The state of one :func:`pgd_attack` call: the model, labels and box, and the smallest margin found
+    so far per example (``best``, B) with the point where it was found (``best_x``, B×C×H×W), both
+    updated in place."""
+
+    model: nn.Module
+    y: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    steps: int
+    loss: str
+    best: torch.Tensor
+    best_x: torch.Tensor
+
+    def record(self, idx: torch.Tensor, point: torch.Tensor, m: torch.Tensor) -> None:
+        """Keep ``point`` (len(idx)×C×H×W) for the examples ``idx`` whose margin ``m`` is lower."""
+        better = m < self.best[idx]
+        if bool(better.any()):
+            self.best[idx[better]] = m[better]
+            self.best_x[idx[better]] = point[better]
+
+    def descend(self, idx: torch.Tensor, start: torch.Tensor, target: torch.Tensor | None,
+                step_at: Callable[[int], torch.Tensor]) -> None:
+        """One PGD run on the examples ``idx`` from ``start`` (len(idx)×C×H×W): ``steps`` signed-gradient
+        steps of size ``step_at(t)`` (B×C×H×W, indexed by ``idx``), each projected onto the box."""
+        yi, loi, hii = self.y[idx], self.lo[idx], self.hi[idx]
+        point = start
+        for t in range(self.steps):
+            point.requires_grad_(True)
+            logits = self.model(point)
+            m = min_margin(logits, yi)
+            grad, = torch.autograd.grad(_objective(logits, yi, m, target, self.loss), point)
+            with torch.no_grad():
+                self.record(idx, point.detach(), m.detach())
+                point = torch.max(torch.min(point.detach() + step_at(t)[idx] * grad.sign(), hii), loi)
+        with torch.no_grad():
+            self.record(idx, point, min_margin(self.model(point), yi))
+
+
+def _objective(logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor, target: torch.Tensor | None,
+               loss: str) -> torch.Tensor:
+    """What a PGD step ascends: the targeted margin ``f_j − f_y`` (``target`` given), else minus the
+    smallest margin ``m`` (``loss="margin"``) or the cross-entropy (``loss="ce"``), summed over the batch."""
+    if target is not None:
+        return (logits.gather(1, target.view(-1, 1)) - logits.gather(1, y.view(-1, 1))).sum()
+    if loss == "margin":
+        return -m.sum()
+    return nn.functional.cross_entropy(logits, y, reduction="sum")

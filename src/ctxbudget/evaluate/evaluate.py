@@ -89,17 +89,7 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     progress = sys.stderr.isatty() if progress is None else progress
     settings = AttackSettings(steps=attack_steps, restarts=attack_restarts, targets=attack_targets, loss=attack_loss,
                               seed=seed)
-    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError("images and labels must be torch tensors")
-    images, labels = images.float(), labels.long()
-    n = int(images.shape[0])
-    if n == 0:
-        raise UserError("no examples to evaluate (empty data set or --limit 0)")
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    eps0 = float(cast(Any, threat).eps0)
-    if not 0 < eps0 <= 1:
-        raise ValueError(f"the threat model's eps0 must lie in (0, 1], got {eps0}")
+    images, labels, eps0 = _checked_inputs(threat, images, labels)
     gen = torch.Generator().manual_seed(seed)
     classifier.eval()
     threat.eval()
@@ -136,6 +126,23 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
                         prediction=pred, columns=columns, liu=liu if liu.n else None, violations=violations,
                         attack=settings.as_dict(), seconds=seconds)
     return (result.summary(), result.records()) if return_records else result.summary()
+
+
+def _checked_inputs(threat: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(images as float32, labels as int64, threat.eps0)`` after checking them: tensors, at least one
+    example, one label per image, ε0 in (0, 1]."""
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError("images and labels must be torch tensors")
+    images, labels = images.float(), labels.long()
+    n = int(images.shape[0])
+    if n == 0:
+        raise UserError("no examples to evaluate (empty data set or --limit 0)")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    eps0 = float(cast(Any, threat).eps0)
+    if not 0 < eps0 <= 1:
+        raise ValueError(f"the threat model's eps0 must lie in (0, 1], got {eps0}")
+    return images, labels, eps0
 
 
 def load_split(run: Run, split: str = "test", data_dir: str | None = None) -> ImageDataset:

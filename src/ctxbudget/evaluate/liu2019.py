@@ -139,40 +139,11 @@ def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
     best_vol = torch.where(feasible, start.flatten(1).double().sum(1), torch.full((b,), -math.inf, dtype=torch.float64))
     active = feasible.nonzero().flatten()
     if active.numel() > 0 and iters > 0:
-        xa, ya, cap_a = x[active], y[active], cap[active]
-        s = start[active].clone().requires_grad_(True)
-        adam_m, adam_v = torch.zeros_like(s), torch.zeros_like(s)            # Adam (β = 0.9, 0.999)
-        mu = None
-        cur_rho = rho
-        phase = max(iters // 5, 1)
-        it = range(iters)
-        if progress:
-            it = tqdm(it, desc="liu2019", leave=False)
-        for t in it:
-            lo, hi = input_box(xa, s.exp())
-            c = bound_fn(classifier, lo, hi, ya, method) - delta              # A×(K−1)
-            if mu is None:
-                mu = torch.zeros_like(c.detach())
-            with torch.no_grad():                                             # track best certified
-                ok = c.min(dim=1).values >= 0
-                vol = s.detach().flatten(1).double().sum(1)
-                better = ok & (vol > best_vol[active])
-                if bool(better.any()):
-                    idx = active[better]
-                    best_vol[idx] = vol[better]
-                    best_s[idx] = s.detach()[better]
-            loss = -s.flatten(1).sum() + _psi(c, mu, cur_rho).sum()
-            grad, = torch.autograd.grad(loss, s)
-            with torch.no_grad():
-                adam_m.mul_(0.9).add_(grad, alpha=0.1)
-                adam_v.mul_(0.999).addcmul_(grad, grad, value=0.001)
-                s -= lr * (adam_m / (1 - 0.9 ** (t + 1))) / ((adam_v / (1 - 0.999 ** (t + 1))).sqrt() + 1e-8)
-                s.copy_(torch.min(s.clamp_min(floor), cap_a))
-                if (t + 1) % mu_every == 0:
-                    mu = (mu - cur_rho * c.detach()).clamp_min(0.0)
-                if (t + 1) % phase == 0:
-                    cur_rho *= 5.0
-        last = _shrink_until_certified(bound_fn, classifier, xa, ya, s.detach().exp(), method, delta, max_shrink,
+        xa, ya = x[active], y[active]
+        s_final = _augmented_lagrangian(classifier, xa, ya, start[active], cap[active], active, best_s, best_vol,
+                                        bound_fn=bound_fn, method=method, iters=iters, lr=lr, delta=delta, rho=rho,
+                                        mu_every=mu_every, floor=floor, progress=progress)
+        last = _shrink_until_certified(bound_fn, classifier, xa, ya, s_final.exp(), method, delta, max_shrink,
                                        floor=best_vol[active])
         last_ok = _certified(bound_fn, classifier, xa, ya, last, method, delta)
         last_vol = last.log().flatten(1).double().sum(1)
@@ -191,6 +162,49 @@ def liu_max_volume(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
     log_vol = torch.where(certified, eps.clamp_min(1e-300).log().flatten(1).double().sum(1),
                           torch.full((b,), -math.inf, dtype=torch.float64))
     return LiuResult(eps=eps.detach(), log_volume=log_vol, certified=certified, uniform_eps=uni)
+
+
+def _augmented_lagrangian(classifier: nn.Module, xa: torch.Tensor, ya: torch.Tensor, start: torch.Tensor,
+                          cap_a: torch.Tensor, active: torch.Tensor, best_s: torch.Tensor, best_vol: torch.Tensor, *,
+                          bound_fn: BoundFn, method: str, iters: int, lr: float, delta: float, rho: float,
+                          mu_every: int, floor: float, progress: bool) -> torch.Tensor:
+    """Adam on s = log ε (A×C×H×W, from ``start``, kept in [``floor``, ``cap_a``]) of −Σ s + ψ(margins − δ)
+    for the examples ``active`` (xa, ya); μ is updated every ``mu_every`` steps and ρ ×5 every
+    ``iters // 5``. Every certified iterate with a larger volume is written into ``best_s`` / ``best_vol``
+    (all B examples, indexed by ``active``) in place. Returns the last iterate s (detached)."""
+    s = start.clone().requires_grad_(True)
+    adam_m, adam_v = torch.zeros_like(s), torch.zeros_like(s)            # Adam (β = 0.9, 0.999)
+    mu = None
+    cur_rho = rho
+    phase = max(iters // 5, 1)
+    it = range(iters)
+    if progress:
+        it = tqdm(it, desc="liu2019", leave=False)
+    for t in it:
+        lo, hi = input_box(xa, s.exp())
+        c = bound_fn(classifier, lo, hi, ya, method) - delta              # A×(K−1)
+        if mu is None:
+            mu = torch.zeros_like(c.detach())
+        with torch.no_grad():                                             # track best certified
+            ok = c.min(dim=1).values >= 0
+            vol = s.detach().flatten(1).double().sum(1)
+            better = ok & (vol > best_vol[active])
+            if bool(better.any()):
+                idx = active[better]
+                best_vol[idx] = vol[better]
+                best_s[idx] = s.detach()[better]
+        loss = -s.flatten(1).sum() + _psi(c, mu, cur_rho).sum()
+        grad, = torch.autograd.grad(loss, s)
+        with torch.no_grad():
+            adam_m.mul_(0.9).add_(grad, alpha=0.1)
+            adam_v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+            s -= lr * (adam_m / (1 - 0.9 ** (t + 1))) / ((adam_v / (1 - 0.999 ** (t + 1))).sqrt() + 1e-8)
+            s.copy_(torch.min(s.clamp_min(floor), cap_a))
+            if (t + 1) % mu_every == 0:
+                mu = (mu - cur_rho * c.detach()).clamp_min(0.0)
+            if (t + 1) % phase == 0:
+                cur_rho *= 5.0
+    return s.detach()
 
 
 def _shrink_until_certified(bound_fn: BoundFn, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor,

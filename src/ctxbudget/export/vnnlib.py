@@ -146,6 +146,28 @@ def _abcrown_yaml(root: Path, input_shape: Sequence[int], num_classes: int, time
     )
 
 
+def _abcrown_device(abcrown_device: str | None) -> tuple[str, str]:
+    """``(device, reason)`` for ``general: device:`` of abcrown.yaml: the one asked for, else this machine's."""
+    if abcrown_device is None:
+        device = default_abcrown_device()
+        return device, ("the exporting machine has a CUDA GPU" if device == "cuda"
+                        else "the exporting machine has no CUDA GPU")
+    if abcrown_device in ABCROWN_DEVICES:
+        return abcrown_device, "chosen explicitly (--abcrown-device)"
+    raise UserError(f"abcrown_device must be one of {', '.join(ABCROWN_DEVICES)}, got {abcrown_device!r}")
+
+
+def _write_and_read_back(out: Path, name: str, lo: np.ndarray, hi: np.ndarray, y: int, num_classes: int,
+                         comment: str) -> None:
+    """Write ``out / name`` (:func:`write_vnnlib`) and parse it back: the box and label must be exactly
+    those written (else ``RuntimeError``)."""
+    write_vnnlib(out / name, lo, hi, y, num_classes, comment=comment)
+    back = read_vnnlib(out / name)
+    if not (np.array_equal(back["lower"], lo.astype(np.float64))
+            and np.array_equal(back["upper"], hi.astype(np.float64)) and back["label"] == y):
+        raise RuntimeError(f"{name}: the box read back differs from the one written")
+
+
 def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *,
                   kinds: Sequence[str] = ("learned",), timeout: float = 300.0, indices: Sequence[int] | None = None,
                   write_model: bool = True, abcrown_device: str | None = None,
@@ -167,14 +189,7 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
         raise UserError(f"need N×C×H×W images and N labels (N ≥ 1), got {tuple(images.shape)} / {tuple(labels.shape)}")
     if not timeout > 0:
         raise UserError(f"timeout must be positive, got {timeout}")
-    if abcrown_device is None:
-        device = default_abcrown_device()
-        device_reason = ("the exporting machine has a CUDA GPU" if device == "cuda"
-                         else "the exporting machine has no CUDA GPU")
-    elif abcrown_device in ABCROWN_DEVICES:
-        device, device_reason = abcrown_device, "chosen explicitly (--abcrown-device)"
-    else:
-        raise UserError(f"abcrown_device must be one of {', '.join(ABCROWN_DEVICES)}, got {abcrown_device!r}")
+    device, device_reason = _abcrown_device(abcrown_device)
     if "learned" in kinds and run.kind != "learned":
         raise UserError("learned boxes need a run trained with learned budgets; this run's are uniform")
     if write_model:
@@ -204,14 +219,10 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
         for kind in kinds:
             name = f"vnnlib/{kind}_{i:05d}.vnnlib"
             lo, hi = boxes[kind][0][n], boxes[kind][1][n]
-            write_vnnlib(out / name, lo, hi, y, num_classes,
-                         comment=f"ctxbudget export: {run.run_dir}, example {i}, label {y}, {kind} budgets, "
-                                 f"eps0 {run.eps0:g}\ninput: {'x'.join(map(str, input_shape))} pixels in [0, 1], "
-                                 "flattened C,H,W row-major")
-            back = read_vnnlib(out / name)
-            if not (np.array_equal(back["lower"], lo.astype(np.float64))
-                    and np.array_equal(back["upper"], hi.astype(np.float64)) and back["label"] == y):
-                raise RuntimeError(f"{name}: the box read back differs from the one written")
+            _write_and_read_back(out, name, lo, hi, y, num_classes,
+                                 comment=f"ctxbudget export: {run.run_dir}, example {i}, label {y}, {kind} budgets, "
+                                         f"eps0 {run.eps0:g}\ninput: {'x'.join(map(str, input_shape))} pixels in "
+                                         "[0, 1], flattened C,H,W row-major")
             files[kind] = name
             rows.append(f"model.onnx,{name},{timeout:g}")
         examples.append({"index": i, "label": y, "prediction": int(preds[n]), "files": files,

@@ -41,6 +41,7 @@ def test_unknown_names_are_one_line_errors(tmp_path, capsys):
     assert "unknown row(s) learned-0.9" in capsys.readouterr().err
 
 
+@pytest.mark.slow   # trains two rows on real MNIST, resumes one, evaluates both (Liu et al. included)
 def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp_path, monkeypatch, capsys):
     import yaml
 
