@@ -19,6 +19,8 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,7 +84,7 @@ class ContextHead(nn.Module):
         self.size = (h, w)
         self.grid = coarse_grid(h, w)
         # replicate padding: zero padding tells pixels within a few pixels of the border where they are
-        mode = "replicate" if padding == "replicate" else "zeros"
+        mode: Literal["replicate", "zeros"] = "replicate" if padding == "replicate" else "zeros"
         self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, padding_mode=mode), nn.ReLU(),
                                    nn.Conv2d(8, width, 3, padding=1, padding_mode=mode), nn.ReLU(),
                                    nn.Conv2d(width, width, 3, padding=2, dilation=2, padding_mode=mode),
