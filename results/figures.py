@@ -22,13 +22,14 @@ import ctxbudget
 from ctxbudget import viz
 from ctxbudget.contextuality import contextuality_of, region_masks
 from ctxbudget.evaluate.evaluate import load_split
+from ctxbudget.reproduce.runner import head_name
 
 FIGURES = (  # (name, the paper's figure, experiment/row)
     ("figure2", "Figure 2: MNIST, ε0 = 0.6 (learned budgets follow each digit)", "table1/learned-0.6"),
     ("figure4", "Figure 4: Watermarked MNIST, ε0 = 0.3 (small budgets on the watermark)", "table3/learned-0.3"),
     ("figure5", "Figure 5 on Doubled MNIST, ε0 = 0.3 (large budgets on the ignored half)", "doubled-mnist/learned-0.3"),
 )
-HEADS = (("dense (paper)", "cpu-dense"), ("context (default)", "cpu-context"))
+HEADS = (("paper", "cpu-dense"), ("default", "cpu-context"))
 SHORT = {"stroke_vs_background": "s/b", "watermark_vs_elsewhere": "wm/out", "attended_vs_ignored": "att/ign"}
 
 
@@ -70,7 +71,8 @@ def main() -> None:
         x = ds.images[:args.num]
         regions = getattr(ds, "regions", None)
         rows, stats = [], []
-        for label, run in loaded:
+        for which, run in loaded:
+            label = f"{head_name(run.config)} ({which})"
             with torch.no_grad():
                 eps = run.budgets(x)
                 many = torch.cat([run.budgets(ds.images[i:i + 250]) for i in range(0, 1000, 250)])

@@ -96,3 +96,31 @@ def untrained_run():
 def tiny_run_dir(tmp_path):
     """An untrained learned-budget run on mnist-sample (DM-small, ε0 = 0.3) written with ctxbudget.run."""
     return write_untrained_run(tmp_path / "run", 0.3)
+
+
+@pytest.fixture
+def interrupt_at_epoch(monkeypatch):
+    """``with interrupt_at_epoch(E): train(...)`` — the trainer raises KeyboardInterrupt (as Ctrl-C
+    would) when it starts epoch E; the block must be interrupted, and the trainer is restored after it."""
+    from contextlib import contextmanager
+
+    from ctxbudget.train.trainer import Trainer
+
+    @contextmanager
+    def interrupted_at(epoch: int):
+        original = Trainer.train_epoch
+
+        def train_epoch(self, e):
+            if e == epoch:
+                raise KeyboardInterrupt
+            return original(self, e)
+
+        monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(Trainer, "train_epoch", original)
+
+    return interrupted_at
+

@@ -8,7 +8,6 @@ import pytest
 from ctxbudget.cli import main
 from ctxbudget.errors import UserError
 from ctxbudget.reproduce import EXPERIMENTS, plan_experiment, run_experiment
-from ctxbudget.train.trainer import Trainer
 
 TINY = ["data.train_limit=64", "data.test_limit=24", "optim.batch_size=32", "optim.epochs=2", "schedule.start=2",
         "schedule.length=1", "optim.lr_milestones=[]", "num_threads=1", "eval.batch_size=24"]
@@ -42,7 +41,8 @@ def test_unknown_names_are_one_line_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow   # trains two rows on real MNIST, resumes one, evaluates both (Liu et al. included)
-def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp_path, monkeypatch, capsys):
+def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp_path, monkeypatch, capsys,
+                                                                  interrupt_at_epoch):
     import yaml
 
     # --data-dir given relative to the working directory; no $CTXBUDGET_DATA, no data under the default root
@@ -52,18 +52,9 @@ def test_tiny_reproduction_trains_resumes_evaluates_and_tabulates(real_root, tmp
     kw = dict(schedule="cpu", overrides=TINY, data_dir=real_root.name, rows=ROWS, eval_limit=24, liu_limit=2,
               log=lambda s: None)
     # interrupt the first row after its first epoch (as Ctrl-C would)
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_epoch(2):
         run_experiment("table1", tmp_path, **kw)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    # issue 18: config.yaml holds the data root as given, not this machine's absolute path; a run whose
+    # config.yaml holds the data root as given, not this machine's absolute path; a run whose
     # root was then replaced by null (as in the committed results/) resumes and evaluates with --data-dir
     cfg_file = tmp_path / "table1" / "uniform-0.4" / "config.yaml"
     stored = yaml.safe_load(cfg_file.read_text())

@@ -199,9 +199,8 @@ def test_recipe_defaults_are_off():
 
 
 # ------------------------------------------------------------------ the trainer
-def test_trainer_with_every_recipe_option_resumes_exactly(tmp_path, monkeypatch):
+def test_trainer_with_every_recipe_option_resumes_exactly(tmp_path, interrupt_at_epoch):
     from ctxbudget.train import resume, train
-    from ctxbudget.train.trainer import Trainer
 
     cfg = load_config(None, ["data.name=mnist-sample", "data.train_limit=80", "data.test_limit=40",
                              "optim.batch_size=40", "optim.epochs=3", "schedule.start=2", "schedule.length=2",
@@ -209,17 +208,8 @@ def test_trainer_with_every_recipe_option_resumes_exactly(tmp_path, monkeypatch)
                              "loss.mtl_alpha=0.5", "loss.attack_steps=2", "loss.attack_step_size=0.5",
                              "optim.grad_clip=10", "budget.eps0=0.1", "num_threads=1"])
     straight = train(cfg, tmp_path / "straight", device="cpu", progress=False)
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_epoch(3):
         train(cfg, tmp_path / "cut", device="cpu", progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
     resumed = resume(tmp_path / "cut", device="cpu", progress=False)
     for a, b in ((straight.classifier, resumed.classifier), (straight.threat, resumed.threat)):
         sa, sb = a.state_dict(), b.state_dict()      # weights and BatchNorm running statistics

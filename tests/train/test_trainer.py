@@ -9,7 +9,6 @@ from ctxbudget.cli import main
 from ctxbudget.config import load_config
 from ctxbudget.errors import UserError
 from ctxbudget.train import resume, train
-from ctxbudget.train.trainer import Trainer
 
 TINY = ["data.name=mnist-sample", "data.train_limit=120", "data.test_limit=60", "optim.batch_size=40",
         "optim.epochs=3", "schedule.start=2", "schedule.length=1", "model.name=dm-small", "num_threads=1"]
@@ -74,21 +73,12 @@ def test_deterministic_for_fixed_seed(tmp_path):
     assert torch.equal(_params(a.threat.state_dict()), _params(b.threat.state_dict()))
 
 
-def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_exactly(tmp_path, interrupt_at_epoch):
     cfg = tiny_config()
     straight = train(cfg, tmp_path / "straight", device="cpu", progress=False)
 
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_epoch(3):
         train(cfg, tmp_path / "cut", device="cpu", progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
     rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4 and not (tmp_path / "cut" / "final.pt").exists()   # 2 epochs kept
     resumed = resume(tmp_path / "cut", device="cpu", progress=False)
