@@ -62,9 +62,9 @@ def main() -> None:
              "named in its docstring.", ""]
     for name, caption, row in FIGURES:
         runs = [(label, Path(args.runs) / folder / row) for label, folder in HEADS]
-        missing = [str(p) for _, p in runs if not (p / "config.yaml").is_file()]
+        missing = [str(p) for _, p in runs if not (p / "final.pt").is_file()]
         if missing:
-            lines += [f"## {caption}", "", f"not drawn: no run in {', '.join(missing)}", ""]
+            lines += [f"## {caption}", "", f"not drawn: no finished run in {', '.join(missing)}", ""]
             continue
         loaded = [(label, ctxbudget.load_run(p)) for label, p in runs]
         ds = load_split(loaded[0][1], "test")
