@@ -8,7 +8,7 @@ import torch
 
 from ctxbudget import viz
 from ctxbudget.budgets import LearnedBudget
-from ctxbudget.evaluate.commands import visualize_run
+from ctxbudget.evaluate.visualize import visualize_run
 from ctxbudget.models import BudgetGenerator
 
 
@@ -34,20 +34,6 @@ def test_training_curves_and_histogram(tmp_path):
     _ok(viz.save_figure(viz.budget_histogram(eps, 0.4, 0.2, 0.8), tmp_path / "hist"))
 
 
-def test_region_stats_hand_made():
-    eps = np.array([[[[1.0, 2.0], [3.0, 4.0]]], [[[5.0, 6.0], [7.0, 8.0]]]])        # 2×1×2×2
-    regions = np.array([[[[True, False], [False, False]]], [[[False, True], [True, False]]]])
-    s = viz.region_budget_stats(eps, regions, eps0=2.0)
-    assert s["count_inside"] == 3 and s["count_outside"] == 5
-    assert s["mean_inside"] == pytest.approx((1 + 6 + 7) / 3)
-    assert s["mean_outside"] == pytest.approx((2 + 3 + 4 + 5 + 8) / 5)
-    assert s["ratio_inside_outside"] == pytest.approx(s["mean_inside"] / s["mean_outside"])
-    assert s["geo_mean_inside"] == pytest.approx((1 * 6 * 7) ** (1 / 3))
-    assert s["mean_inside_over_eps0"] == pytest.approx(s["mean_inside"] / 2)
-    rgb = viz.region_budget_stats(np.ones((1, 3, 2, 2)), np.array([[[[True, False], [False, False]]]]))
-    assert rgb["count_inside"] == 3 and rgb["count_outside"] == 9    # mask broadcast over channels
-
-
 def test_visualize_run_with_regions(tmp_path):
     torch.manual_seed(0)
     shape = (1, 8, 8)
@@ -65,7 +51,9 @@ def test_visualize_run_with_regions(tmp_path):
     assert names == ["budget_hist.pdf", "budget_hist.png", "budget_maps.pdf", "budget_maps.png",
                      "budget_stats.json", "training_curves.pdf", "training_curves.png"]
     stats = json.loads((tmp_path / "fig" / "budget_stats.json").read_text())
-    assert stats["regions"]["count_inside"] == 6 * 16 and stats["lower"] == pytest.approx(0.05)
+    region = stats["contextuality"]["label_region_vs_elsewhere"]         # "toy": inside vs outside its regions
+    assert region["count"] == 6 * 16 and region["count_other"] == 6 * 48 and stats["lower"] == pytest.approx(0.05)
+    assert "regions" not in stats                                        # one home: the contextuality statistics
     assert stats["min"] >= 0.05 - 1e-6 and stats["max"] <= 0.2 + 1e-6
 
 
@@ -85,7 +73,7 @@ def test_visualize_stats_limit_not_a_multiple_of_the_batch(tmp_path):
                           limits=threat.limits, metrics=lambda: [])
     res = visualize_run(run, tmp_path / "fig", num=2, dataset=ds, stats_limit=280)
     stats = res["stats"]
-    assert stats["n"] == 280 and stats["regions"]["count_inside"] == 280 * 4
+    assert stats["n"] == 280
     ctx = stats["contextuality"]
     assert ctx["n"] == 280 and 0.0 <= ctx["input_dependent_share"] <= 1.0
     assert ctx["watermark_vs_elsewhere"]["count_other"] == 280 * 60

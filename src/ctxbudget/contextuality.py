@@ -18,6 +18,7 @@ The paper shows contextuality with figures only; these numbers make it measurabl
     dimension outside the box. The paper's claim: smaller budgets on the watermark.
   - Doubled data sets: the *attended* image half vs the *ignored* half (the border rows, part of
     the region mask, are left out of both). The paper's claim: large budgets on the ignored half.
+  - any other data set with regions: inside vs outside them (``label_region_vs_elsewhere``).
 
 Every mean is an arithmetic mean of budgets in pixel units; ``ratio`` = first mean / second mean.
 """
@@ -66,6 +67,8 @@ def region_masks(dataset_name: str, images: torch.Tensor, regions: torch.Tensor 
         border = torch.zeros_like(box)
         border[:, :, :4, :] = True       # the colour border (ctxbudget.data.synthetic.BORDER rows)
         out["attended_vs_ignored"] = (box & ~border, ~box)
+    else:                                # any other data set with label regions: inside vs outside them
+        out["label_region_vs_elsewhere"] = (box, ~box)
     return out
 
 

@@ -185,34 +185,6 @@ def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *,
     return fig
 
 
-def region_budget_stats(eps: ArrayLike, regions: ArrayLike, eps0: float | None = None) -> dict:
-    """Mean budget inside vs outside the region that carries the label.
-
-    Args:
-        eps: N×C×H×W budgets (pixel units); regions: N×1×H×W (or N×C×H×W) bool masks, broadcast
-            over channels. eps0 (optional) adds the means relative to ε0.
-
-    Returns:
-        dict with ``mean_inside``, ``mean_outside``, ``ratio_inside_outside``, ``geo_mean_inside``,
-        ``geo_mean_outside`` (geometric means), element counts, and ``n`` (examples).
-    """
-    e = _np(eps).astype(np.float64)
-    m = np.broadcast_to(_np(regions).astype(bool), e.shape)
-    inside, outside = e[m], e[~m]
-    mean = lambda a: float(a.mean()) if a.size else None
-    geo = lambda a: float(np.exp(np.log(np.clip(a, 1e-300, None)).mean())) if a.size else None
-    out: dict[str, Any] = {"n": int(e.shape[0]), "count_inside": int(inside.size), "count_outside": int(outside.size),
-           "mean_inside": mean(inside), "mean_outside": mean(outside),
-           "geo_mean_inside": geo(inside), "geo_mean_outside": geo(outside)}
-    out["ratio_inside_outside"] = (out["mean_inside"] / out["mean_outside"]
-                                   if out["mean_inside"] is not None and out["mean_outside"] else None)
-    if eps0:
-        out["eps0"] = float(eps0)
-        for k in ("mean_inside", "mean_outside"):
-            out[k + "_over_eps0"] = None if out[k] is None else out[k] / eps0
-    return out
-
-
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
     """Save ``fig`` as ``stem.png`` (and ``stem.pdf``), close it, return the paths written."""
     stem = Path(stem)

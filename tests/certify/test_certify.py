@@ -203,3 +203,21 @@ def test_certify_cli_notes_a_large_resize(tiny_run_dir, digits, tmp_path, capsys
     assert tiny["original_size"] == [3, 3] and "3×3" in tiny["resize_note"]
     assert digit["original_size"] == [28, 28] and digit["resize_note"] is None
     assert "tiny.npy is 3×3" in captured.err
+
+
+def test_certify_checks_the_full_soundness_invariant(tiny_run_dir, digits, monkeypatch):
+    """A bound that is not a true bound — here above what PGD reaches, though no certified image is
+    broken (the labels are wrong, so nothing certifies) — stops certify as it stops evaluate."""
+    import ctxbudget.certify.core as core
+    from ctxbudget.errors import SoundnessError
+    from ctxbudget.run import load_run
+
+    run = load_run(tiny_run_dir)
+    x, _ = digits
+    with torch.no_grad():
+        wrong = (run.classifier(x).argmax(1) + 1) % 10
+    certify_images(run, x, labels=wrong.tolist(), methods=["ibp"], attack_steps=5)   # sound: passes
+    true_bounds = core.margin_lower_bounds
+    monkeypatch.setattr(core, "margin_lower_bounds", lambda *a, **k: true_bounds(*a, **k) + 1e3)
+    with pytest.raises(SoundnessError, match="above the margin PGD reached"):
+        certify_images(run, x, labels=wrong.tolist(), methods=["ibp"], attack_steps=5)

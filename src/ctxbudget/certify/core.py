@@ -4,7 +4,9 @@ For images x (N×C×H×W, pixels in [0, 1]) and a label y per image (default: th
 run's learned budgets ε(x) and for uniform ε0 (only the latter for a uniform run), and for each bound
 method: the margin lower bound ``min_{j≠y} m̲_j`` over the clipped box [max(x−ε, 0), min(x+ε, 1)]
 (logit units) and whether it certifies y (the one rounding-safe rule, ``ctxbudget.bounds.certify``).
-Certified examples are attacked with PGD as a soundness check (``SoundnessError`` if one is broken).
+Every image is attacked with PGD and checked against the evaluation's soundness invariant (the
+certified margin lower bound ≤ the margin PGD reached + 2τ; no certified image broken):
+``SoundnessError`` otherwise.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..bounds.verify import certify
+from ..bounds.verify import Verdict, certify
 from ..budgets import UniformBudget, input_box, log_volume
 from ..data import get_info
 from ..errors import SoundnessError, UserError
@@ -62,16 +64,11 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
             lo, hi = input_box(images, eps)
             lbs[kind] = {m: margin_lower_bounds(classifier, lo, hi, y, m) for m in methods}
         budgets[kind] = eps
-        verified[kind] = {m: certify(classifier, lo, hi, y, m, lower=lbs[kind][m], correct=ok, x=images).verified
-                          for m in methods}
-        any_ok = torch.stack(list(verified[kind].values())).any(0)
-        if attack_steps > 0 and bool(any_ok.any()):
-            idx = any_ok.nonzero().flatten()
-            res = pgd_attack(classifier, images[idx], y[idx], eps[idx], steps=attack_steps, generator=gen)
-            if bool(res.broken.any()):
-                bad = int(idx[res.broken.nonzero()[0, 0]])
-                raise SoundnessError(f"image {bad} certified under {kind} budgets but broken by PGD "
-                                     f"(margin {float(res.min_margin.min()):.4g})")
+        verdicts = {m: certify(classifier, lo, hi, y, m, lower=lbs[kind][m], correct=ok, x=images) for m in methods}
+        verified[kind] = {m: v.verified for m, v in verdicts.items()}
+        if attack_steps > 0:
+            res = pgd_attack(classifier, images, y, eps, steps=attack_steps, generator=gen)
+            _check_soundness(kind, verdicts, res.min_margin.double())
     names = _class_names(run.dataset)
     reports = []
     for i in range(len(images)):
@@ -92,6 +89,21 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
             "margin_lower_bound": {kd: {m: float(v[i].min()) for m, v in d.items()} for kd, d in lbs.items()},
         })
     return reports, budgets
+
+
+def _check_soundness(kind: str, verdicts: dict[str, Verdict], attack_margin: torch.Tensor) -> None:
+    """The evaluation's soundness invariant (``ctxbudget.evaluate.soundness``) for every image and method:
+    the certified smallest margin lower bound is ≤ the smallest margin PGD reached + 2τ (τ: the image's
+    largest rounding tolerance), and no certified image is broken. ``SoundnessError`` otherwise."""
+    for m, v in verdicts.items():
+        broken = v.verified & (attack_margin < 0)
+        above = v.min_lower > attack_margin + 2 * v.tol.max(dim=1).values
+        bad = (broken | above).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            what = "certified but broken by PGD" if bool(broken[i]) else "has a margin lower bound above the margin PGD reached"
+            raise SoundnessError(f"image {i} {what} under {kind} budgets ({m}: bound {float(v.min_lower[i]):.6g}, "
+                                 f"PGD margin {float(attack_margin[i]):.6g})")
 
 
 def _class_names(dataset: str) -> list[str]:

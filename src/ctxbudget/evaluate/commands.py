@@ -6,22 +6,17 @@ Each ``add_*_parser(subparsers)`` registers one subcommand and sets ``func`` to 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import Any
 
 from ..bounds.engine import or_list
-from ..contextuality import contextuality_of
-from ..data import ImageDataset
 from ..errors import UserError
 from ..run import Run, load_run
-from .blindness import blindness_stats
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .liu2019 import LIU_METHODS, check_liu_method
 from .report import format_contextuality, format_results_table, report
+from .visualize import visualize_run
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -101,8 +96,9 @@ def add_visualize_parser(sub: Any) -> argparse.ArgumentParser:
         "visualize", help="budget maps, training curves and budget statistics of a run", formatter_class=_FMT,
         description="Draw figures of a trained run (PNG and PDF): a grid of test images and their learned\n"
                     "budget maps (grey, eps/u, lighter = larger budget), training curves from metrics.jsonl,\n"
-                    "and a histogram of budgets. For data sets with label-carrying regions (watermarked MNIST,\n"
-                    "doubled CIFAR-10) the mean budget inside vs outside the region goes to budget_stats.json.")
+                    "and a histogram of budgets; budget_stats.json holds the contextuality statistics (with the\n"
+                    "mean budget inside vs outside the label regions where the data set has them) and the\n"
+                    "blindness diagnostic.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'ctxbudget train'")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/figures)")
     p.add_argument("--indices", default=None, metavar="I,J,…", help="comma-separated example indices to draw")
@@ -131,51 +127,6 @@ def _parse_indices(text: str | None, num: int, total: int) -> list[int]:
     return idx
 
 
-def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
-                  per_channel: bool = False, split: str = "test", data_dir: str | None = None,
-                  stats_limit: int = 1000, dataset: ImageDataset | None = None) -> dict:
-    """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats."""
-    from .. import viz
-
-    ds = dataset if dataset is not None else load_split(run, split, data_dir)
-    n = int(ds.images.shape[0])
-    idx = list(indices) if indices is not None else list(range(min(num, n)))
-    out = Path(out_dir)
-    lower, upper = run.limits()
-    paths: list[Path] = []
-    with torch.no_grad():
-        x = ds.images[idx]
-        eps = run.budgets(x)
-        pred = run.classifier(x).argmax(1)
-    classes = list(getattr(ds.info, "classes", []) or []) or None
-    fig = viz.budget_grid(x, eps, upper, labels=ds.labels[idx].tolist(), preds=pred.tolist(), class_names=classes,
-                          per_channel=per_channel,
-                          title=f"{run.dataset}: {run.kind} budgets, ε0 = {run.eps0:.4g}, u = {upper:.4g} (label / prediction)")
-    paths += viz.save_figure(fig, out / "budget_maps")
-    metrics = run.metrics()
-    if metrics:
-        paths += viz.save_figure(viz.training_curves(metrics), out / "training_curves")
-    m = min(max(stats_limit, 1), n)
-    with torch.no_grad():
-        all_eps = torch.cat([run.budgets(ds.images[i:min(i + 256, m)]) for i in range(0, m, 256)])
-    paths += viz.save_figure(viz.budget_histogram(all_eps, run.eps0, lower, upper), out / "budget_hist")
-    flat = all_eps.flatten().double()
-    stats: dict = {"dataset": run.dataset, "split": split, "kind": run.kind, "n": m, "eps0": run.eps0,
-                   "lower": lower, "upper": upper, "mean": float(flat.mean()), "min": float(flat.min()),
-                   "max": float(flat.max()), "geo_mean": float(flat.clamp_min(1e-300).log().mean().exp())}
-    regions = getattr(ds, "regions", None)
-    if regions is not None:
-        stats["regions"] = viz.region_budget_stats(all_eps, regions[:m], run.eps0)
-    if m >= 2:
-        stats["contextuality"] = contextuality_of(all_eps, ds.images[:m], dataset_name=run.dataset,
-                                                  regions=None if regions is None else regions[:m])
-        if run.kind == "learned":
-            stats["blindness"] = blindness_stats(run.classifier, all_eps, ds.images[:m], ds.labels[:m])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "budget_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    return {"paths": [str(p) for p in paths] + [str(out / "budget_stats.json")], "stats": stats}
-
-
 def run_visualize(args: argparse.Namespace) -> int:
     if args.stats_limit < 1:
         raise UserError(f"--stats-limit must be >= 1, got {args.stats_limit}")
@@ -188,10 +139,6 @@ def run_visualize(args: argparse.Namespace) -> int:
     s = res["stats"]
     print(f"budgets over {s['n']} examples: mean {s['mean']:.4g}, geometric mean {s['geo_mean']:.4g} "
           f"(eps0 {s['eps0']:.4g}), range [{s['min']:.4g}, {s['max']:.4g}] within [l, u] = [{s['lower']:.4g}, {s['upper']:.4g}]")
-    if "regions" in s:
-        r = s["regions"]
-        print(f"mean budget inside the label region {r['mean_inside']:.4g} vs outside {r['mean_outside']:.4g} "
-              f"(ratio {r['ratio_inside_outside']:.3g})")
     if "contextuality" in s:
         print(format_contextuality(s["contextuality"]))
     for p in res["paths"]:

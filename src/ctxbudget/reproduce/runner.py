@@ -27,9 +27,9 @@ from ..config import RunConfig, load_config
 from ..data import resolve_data_root
 from ..data.registry import get_spec
 from ..errors import UserError
-from ..evaluate.commands import visualize_run
 from ..evaluate.evaluate import evaluate_model, evaluate_run, load_split
 from ..evaluate.report import contextuality_table
+from ..evaluate.visualize import visualize_run
 from ..presets import packaged_config
 from ..run import load_run
 from ..train.trainer import resume, train
