@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import dump_config, load_config, parse_overrides
 from ..errors import UserError
+from .distributed import teardown
 from .trainer import resume, train
 
 HELP = """\
@@ -41,6 +42,13 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(args) -> int:
+    try:
+        return _run_train(args)
+    finally:
+        teardown()
+
+
+def _run_train(args) -> int:
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data.root={args.data_dir}")

@@ -60,6 +60,14 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local_rank), device
 
 
+def teardown() -> None:
+    """Destroy the process group (if any). Called by ``ctxbudget train`` when training ends: a gloo
+    group left to the interpreter's exit sometimes aborts a rank ("terminate called without an
+    active exception") after the run was written, and torchrun then reports the run as failed."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce (sum | min | max) when a process group exists; identity otherwise."""
     if dist.is_available() and dist.is_initialized():
