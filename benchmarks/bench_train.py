@@ -50,8 +50,7 @@ def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: floa
         _sync(x_all.device)
         t0 = time.perf_counter()
         if generator_only:
-            objective.threat.eps0 = eps0
-            loss = objective.threat(x).sum()
+            loss = objective.threat(x, eps0).sum()
         else:
             loss, _ = objective(x, y, eps0, kappa, 1.0, method, fusion, warmup_weight)
         opt.zero_grad(set_to_none=True)

@@ -136,3 +136,21 @@ def test_clip01_matches_clamp_values_and_gradient():
     (b.clamp(0, 1) * w).sum().backward()
     assert torch.equal(clip01(v), v.clamp(0, 1))
     assert torch.equal(a.grad, b.grad)  # including the end points 0 and 1, where clamp passes the gradient
+
+
+def test_eps0_is_an_argument_not_state_the_schedule_sets():
+    from ctxbudget.models.generator import BudgetGenerator
+    from ctxbudget.train.objective import Objective
+
+    threat = LearnedBudget(BudgetGenerator((1, 8, 8)), 0.4, 0.5, 2.0)
+    x = torch.rand(3, 1, 8, 8)
+    eps = threat(x, 0.1)
+    assert torch.allclose(eps.double().log().sum((1, 2, 3)), torch.full((3,), 64 * math.log(0.1), dtype=torch.float64))
+    assert threat.limits(0.1) == pytest.approx((0.05, 0.2)) and threat.limits() == pytest.approx((0.2, 0.8))
+    assert torch.allclose(threat(x), threat(x, 0.4))                    # default: the model's own ε0
+    assert torch.equal(UniformBudget(0.3)(x, 0.2), torch.full_like(x, 0.2))
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    Objective(clf, threat)(x, torch.tensor([0, 1, 2]), 0.05, 0.5, 1.0, "ibp")
+    assert threat.eps0 == 0.4                                           # a training step leaves it alone
+    with pytest.raises(ValueError, match="eps0"):
+        threat(x, 1.5)

@@ -7,7 +7,8 @@ Everything here is in pixel units: images x ∈ [0, 1]^{B×C×H×W}, budgets ε 
   ``u = min(α_hi·ε0, 1)``) and the volume constraint ``Σ_i log ε_i = n log ε0`` exactly.
 * ``UniformBudget(eps0)`` and ``LearnedBudget(generator, eps0, alpha_lo, alpha_hi)`` — the two
   threat models behind one interface (``budgets(x) -> ε``), so the uniform baseline runs the same
-  code path. ``eps0`` is a plain attribute the training schedule moves (0 means no perturbation).
+  code path. ``eps0`` is the model's target volume; the training schedule passes each step's ε0 to
+  ``forward(x, eps0)`` (0 means no perturbation).
 * ``input_box(x, eps)`` — the clipped box ``[max(x − ε, 0), min(x + ε, 1)]`` that the verifier sees.
 """
 from __future__ import annotations
@@ -133,7 +134,11 @@ def clip01(v: torch.Tensor) -> torch.Tensor:
 
 
 class BudgetModel(nn.Module):
-    """Interface of a threat model: ``forward(x) -> ε`` (same shape as x), plus ``eps0``/``limits``."""
+    """Interface of a threat model: ``forward(x, eps0=None) -> ε`` (same shape as x), plus ``eps0``
+    (the target volume the model was built or loaded with) and ``limits``.
+
+    ``eps0`` given to ``forward``/``limits`` overrides the attribute for that call: the training
+    schedule passes each step's ε0 as an argument instead of setting state on the module."""
 
     kind: str = "base"
 
@@ -141,8 +146,14 @@ class BudgetModel(nn.Module):
         super().__init__()
         self.eps0 = float(eps0)
 
-    def limits(self) -> tuple[float, float]:
-        """(l, u): the range every budget lies in at the current ε0."""
+    def _eps0(self, eps0: float | None) -> float:
+        if eps0 is None:
+            return self.eps0
+        validate_budget_params(float(eps0), allow_zero=True)
+        return float(eps0)
+
+    def limits(self, eps0: float | None = None) -> tuple[float, float]:
+        """(l, u): the range every budget lies in at ε0 (default: the model's)."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -159,11 +170,12 @@ class UniformBudget(BudgetModel):
         validate_budget_params(eps0, allow_zero=True)
         super().__init__(eps0)
 
-    def limits(self) -> tuple[float, float]:
-        return self.eps0, self.eps0
+    def limits(self, eps0: float | None = None) -> tuple[float, float]:
+        e0 = self._eps0(eps0)
+        return e0, e0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(x, self.eps0)
+    def forward(self, x: torch.Tensor, eps0: float | None = None) -> torch.Tensor:
+        return torch.full_like(x, self._eps0(eps0))
 
 
 class LearnedBudget(BudgetModel):
@@ -183,18 +195,19 @@ class LearnedBudget(BudgetModel):
         #: dtype of the generator's matrix products (bf16 autocast); the projection is always float64
         self.compute_dtype = compute_dtype
 
-    def limits(self) -> tuple[float, float]:
-        return budget_limits(self.eps0, self.alpha_lo, self.alpha_hi)
+    def limits(self, eps0: float | None = None) -> tuple[float, float]:
+        return budget_limits(self._eps0(eps0), self.alpha_lo, self.alpha_hi)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, eps0: float | None = None) -> torch.Tensor:
         check_finite("the images x", x)
-        if self.eps0 == 0:
+        e0 = self._eps0(eps0)
+        if e0 == 0:
             return torch.zeros_like(x)
         low = self.compute_dtype == torch.bfloat16 and x.device.type in ("cpu", "cuda")
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low):
             g = self.generator(x)
         # the scores only choose the box: the projection (float64) and every bound stay full precision
-        return project_budgets(g.to(x.dtype), self.eps0, self.alpha_lo, self.alpha_hi)
+        return project_budgets(g.to(x.dtype), e0, self.alpha_lo, self.alpha_hi)
 
     def describe(self) -> dict:
         return {**super().describe(), "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi,

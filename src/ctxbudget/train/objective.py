@@ -105,7 +105,6 @@ class Objective(nn.Module):
 
         n = torch.tensor(float(len(y)), device=x.device)
         clean_wrong = (logits.argmax(1) != y).sum().float()
-        self.threat.eps0 = float(eps0)
         if eps0 <= 0:
             loss = natural.mean()
             sums = StepSums(n=n, clean_wrong=clean_wrong, verified_wrong=clean_wrong.clone(),
@@ -113,7 +112,7 @@ class Objective(nn.Module):
             stats = StepStats(sums, eps_min=zero(), eps_max=zero(), warmup_reg=zero(), adversarial=zero())
             # keep every parameter in the graph (DDP expects all parameters to get gradients)
             return loss + 0.0 * sum(p.sum() for p in self.threat.parameters()), stats
-        eps = self.threat(x)
+        eps = self.threat(x, float(eps0))
         lower, upper = input_box(x, eps)
         bd = Bounder(self.classifier, lower, upper, x)
         robust, margins = robust_cross_entropy_from(bd, y, method=method, fusion=fusion, beta=beta,

@@ -234,7 +234,6 @@ class Trainer:
         start = time.perf_counter()
         self.classifier.eval()
         self.threat.eval()
-        self.threat.eps0 = eps0
         r, w = self.dist.rank, self.dist.world_size
         xs, ys = self.test_x[r::w], self.test_y[r::w]
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # n, clean_wrong, verified_wrong, loss, eps_sum
@@ -248,7 +247,7 @@ class Trainer:
             x, y = xs[i:i + bs], ys[i:i + bs]
             logits = self.classifier(x)
             correct = logits.argmax(1) == y
-            eps = self.threat(x)
+            eps = self.threat(x, eps0)
             if context is not None:
                 context.update(eps, x, None if regions is None else regions[i:i + bs])
             lo, hi = input_box(x, eps)
