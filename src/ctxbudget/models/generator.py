@@ -13,9 +13,10 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
   see a distant cue either.
 * ``head="context"`` (the default; see :class:`ContextHead`): local convolutions (9×9 receptive field)
   whose channels are modulated by a summary of the whole image, plus a coarse (about 7×7-pixel
-  cells) map chosen from that summary. Budgets follow the local content, a distant cue (the border of
-  the Doubled data sets) can move budget between image regions, and no fine position-fixed mask
-  (such as a parity checkerboard) can be stored.
+  cells) map chosen from that summary, bounded to ±1 logit, and a learned ink prior. Budgets follow
+  the local content, a distant cue (the border of the Doubled data sets) can move budget between
+  image regions, and no fine position-fixed mask (such as a parity checkerboard) can be stored;
+  ``padding="zeros"`` (``budget.generator_padding``) lets pixels near the border know it.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ DEFAULT_HEAD = "context"
 COARSE_RANGE = 1.0
 
 
-#: the context head's ink prior: ``ink_weight · tanh(x / INK_SCALE)`` is added to its logits, with
+#: the context head's ink prior: ``ink_weight · tanh(maxpool(x) / INK_SCALE)`` is added to its logits, with
 #: ``ink_weight`` learned and started at ``INK_INIT`` — every lit pixel (x ≳ 0.1, a faint watermark
 #: included) starts with a smaller budget than the blank background. Without it, the budgets start
 #: uniform, and on Watermarked MNIST (``cpu`` schedule) the classifier lost the 30 %-opacity
