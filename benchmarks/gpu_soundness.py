@@ -38,16 +38,14 @@ def pgd_min(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     x.requires_grad_(True)
     step = (hi - lo) / 8
     for _ in range(steps):
-        m = margins(net, x.transpose(0, 1).reshape(-1, *lo.shape[1:]).unsqueeze(0).view(1, -1, *lo.shape[1:])
-                    .view(lo.shape[0], C.shape[1], *lo.shape[1:]).transpose(0, 1), C)  # K×B×K
+        m = margins(net, x, C)                                              # K×B×K
         diag = m.diagonal(dim1=0, dim2=2)                                   # B×K: row k attacked by copy k
         grad, = torch.autograd.grad(diag.sum(), x)
         with torch.no_grad():
             x -= step.unsqueeze(0) * grad.sign()
             x.copy_(torch.maximum(torch.minimum(x, hi.unsqueeze(0)), lo.unsqueeze(0)))
     with torch.no_grad():
-        m = margins(net, x.transpose(0, 1).contiguous().view(lo.shape[0], C.shape[1], *lo.shape[1:]).transpose(0, 1), C)
-        return m.diagonal(dim1=0, dim2=2)
+        return margins(net, x, C).diagonal(dim1=0, dim2=2)
 
 
 def main() -> int:

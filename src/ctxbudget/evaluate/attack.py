@@ -18,8 +18,8 @@ budget, then a projection (element-wise clamp) back onto the box.
    ``ε_i · (1 + cos(π t / steps)) / 2`` that decays from ``ε_i`` to 0.
 
 Untargeted PGD follows the class that is closest at the start and can stall on it while another
-class is reachable (issue 18: an example of the quick-start model that α,β-CROWN broke and a
-single untargeted run did not); the targeted runs with large early steps cover that case. The
+class is reachable (an example of the quick-start model that α,β-CROWN broke and a single
+untargeted run did not); the targeted runs with large early steps cover that case. The
 untargeted runs draw their random starts first, exactly as the single-restart attack of earlier versions did, so
 the result is never weaker than that attack with the same generator; the targeted runs draw from
 a generator seeded from its state (:func:`_side_generator`) without advancing it, so this holds

@@ -6,8 +6,8 @@ pixel for *every image* (a position-fixed mask: the generator parks volume where
 has zeroed its weights). These statistics tell the two apart:
 
 * ``first_layer_mass`` (C×H×W): for every input dimension the total absolute weight of the
-  classifier's first Conv2d/Linear layer that reads it (a conv's |W| scattered back over the
-  input by ``conv_transpose2d``; a Linear layer's column sums, after Flatten). Small = blind.
+  classifier's first Conv2d/Linear layer that reads it (for a conv, the adjoint of the convolution
+  with |W| applied to ones, by autograd; a Linear layer's column sums, after Flatten). Small = blind.
 * ``input_gradient`` (N×C×H×W): |∂ logit_y / ∂x_i| per image (the classifier's local sensitivity).
 * :func:`blindness_stats` correlates them with log ε(x) (Pearson, over dimensions):
   ``mass_corr`` — the mean log-budget map vs log first-layer mass (strongly negative: budgets

@@ -127,16 +127,18 @@ class Trainer:
     # ------------------------------------------------------------------ persistence
     def state(self) -> rundir.Checkpoint:
         """Everything needed to resume (``checkpoints/last.pt``)."""
-        gen = self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None
-        return rundir.Checkpoint(classifier=self.classifier.state_dict(), generator=gen,
+        return rundir.Checkpoint(classifier=self.classifier.state_dict(), generator=self._generator_weights(),
                                  optimizer=self.optimizer.state_dict(), epoch=self.epoch, step=self.step,
                                  best=self.best, config=self.cfg.to_dict(), torch_rng=torch.get_rng_state())
 
+    def _generator_weights(self) -> dict | None:
+        """The generator's state dict (None for uniform budgets)."""
+        return self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None
+
     def final_state(self) -> rundir.Checkpoint:
         """The weights at the end of training (``final.pt``; no optimizer, best or RNG state)."""
-        gen = self.threat.generator.state_dict() if isinstance(self.threat, LearnedBudget) else None
-        return rundir.Checkpoint(classifier=self.classifier.state_dict(), generator=gen, epoch=self.epoch,
-                                 step=self.step, config=self.cfg.to_dict())
+        return rundir.Checkpoint(classifier=self.classifier.state_dict(), generator=self._generator_weights(),
+                                 epoch=self.epoch, step=self.step, config=self.cfg.to_dict())
 
     def load_state(self, state: rundir.Checkpoint, path: Path | None = None) -> None:
         path = path or self.run_dir / rundir.LAST
