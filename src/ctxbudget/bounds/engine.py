@@ -75,6 +75,20 @@ def validate_box(x_lower: Tensor, x_upper: Tensor, x: Optional[Tensor] = None) -
             raise ValueError(f"the clean batch x must have the box's shape {tuple(x_lower.shape)}, got {tuple(x.shape)}")
 
 
+def forbid_tf32(device: torch.device) -> None:
+    """Turn TensorFloat-32 off for CUDA convolutions and matrix products (process-wide, idempotent).
+
+    On Ampere and later GPUs cuDNN computes float32 convolutions in TF32 by default (10-bit
+    mantissa, relative error ~1e-3). A bound computed that way is not the float32 bound the
+    rounding-safe rule of :mod:`.verify` assumes (τ = 32·2⁻²³·M), so it may exceed a true margin:
+    every :class:`Bounder` on a CUDA tensor calls this first. No effect on the CPU, and none on
+    bf16 autocast regions (the budget generator), which never certify anything.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 class Bounder:
     """Parsed model + input box of one call; computes lower bounds of specification rows.
 
@@ -84,6 +98,7 @@ class Bounder:
 
     def __init__(self, model: nn.Module, x_lower: Tensor, x_upper: Tensor, x: Optional[Tensor] = None) -> None:
         validate_box(x_lower, x_upper, x)
+        forbid_tf32(x_lower.device)
         self.ops = parse_model(model)
         self.c = (x_upper + x_lower) * 0.5
         self.r = (x_upper - x_lower) * 0.5
