@@ -86,7 +86,7 @@ def collect(work: Path, out: Path, seconds: float, max_mib: float) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline and any(_alive(r["pid"]) for r in rows.values()):
         time.sleep(5)
-    for name, r in rows.items():
+    for r in rows.values():
         if _alive(r["pid"]):
             os.killpg(r["pid"], signal.SIGTERM)
             r["stopped"] = True
@@ -96,7 +96,7 @@ def collect(work: Path, out: Path, seconds: float, max_mib: float) -> None:
     report = ["| row | experiment/row | state | epochs | test clean | test verified | archived checkpoint |",
               "|---|---|---|---|---|---|---|"]
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, r in rows.items():
+        for name in rows:
             top = work / name
             tar.add(work / f"{name}.log", arcname=f"{name}.log")
             run_dirs = [p.parent for p in top.rglob("config.yaml")]
@@ -124,9 +124,9 @@ def collect(work: Path, out: Path, seconds: float, max_mib: float) -> None:
                         kept = ckpt.name
                     else:
                         kept = f"{ckpt.name} left out (size)"
-                pct = lambda k: f"{100 * line[k]:.2f} %" if k in line else "–"  # noqa: E731
+                clean, verified = (f"{100 * line[k]:.2f} %" if k in line else "–" for k in ("clean_err", "verified_err"))
                 report.append(f"| {name} | {r['experiment']}/{r['row']} | {state} | {line.get('epoch', 0)} | "
-                              f"{pct('clean_err')} | {pct('verified_err')} | {kept} |")
+                              f"{clean} | {verified} | {kept} |")
     data = buf.getvalue()
     for i in range(0, len(data), PART):
         (out / f"rows.tar.part-{i // PART:02d}").write_bytes(data[i:i + PART])

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ctxbudget.bounds import Bounder
-from ctxbudget.bounds import engine
+from ctxbudget.bounds import Bounder, engine
 from ctxbudget.models import get_model
 
 

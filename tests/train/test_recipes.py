@@ -234,7 +234,8 @@ def test_fast_configs_and_experiment():
     a["description"] = b["description"]
     assert a == b                                           # the pair differs only in the kind of budget
     exp = EXPERIMENTS["fast"]
-    assert [r.config for r in exp.rows] == ["mnist-uniform-0.4-fast", "mnist-learned-0.4-fast"]
+    assert [r.config for r in exp.rows] == ["mnist-uniform-0.4-fast", "mnist-learned-0.4-fast", "mnist-learned-0.4-fast"]
+    assert exp.rows[2].overrides == ("budget.eps0=0.8",) and exp.rows[2].paper == EXPERIMENTS["table1"].rows[4].paper
     assert exp.rows[1].paper == EXPERIMENTS["table1"].rows[1].paper
     for row in exp.rows:                                    # the cpu schedule keeps the recipe's classifier
         kind = "uniform" if "uniform" in row.name else "learned"
