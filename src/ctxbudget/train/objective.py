@@ -134,7 +134,7 @@ class Objective(nn.Module):
             warmup_reg = reg.detach() * len(y)
         with torch.no_grad():  # the certificate the loss computation produced on the way (progress display)
             verified = certify(self.classifier, lower, upper, y, method, lower=margins, correct=logits.argmax(1) == y,
-                               recheck=False, x=x).verified
+                               recheck=False, x=x, bounder=bd).verified   # τ from the loss's own IBP pass
             flat = eps.detach().reshape(len(y), -1)
         sums = StepSums(n=n, clean_wrong=clean_wrong, verified_wrong=(~verified).sum().float(),
                         loss=per_example.sum().detach(), robust=robust.sum().detach(), eps_sum=flat.mean(1).sum(),
