@@ -35,6 +35,7 @@ from tqdm import tqdm
 from .. import run as rundir
 from ..bounds import Bounder, margin_spec
 from ..bounds.engine import normalize_method
+from ..bounds.relu import set_fused_relu
 from ..bounds.verify import certify
 from ..budgets import LearnedBudget, input_box
 from ..config import RunConfig, config_from_dict, merge
@@ -79,6 +80,7 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        set_fused_relu(cfg.fused_relu)   # compiled lazily on first use; eager where it cannot be
         _seed_everything(cfg.seed)
 
         d = cfg.data
