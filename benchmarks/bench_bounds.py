@@ -37,11 +37,12 @@ CONFIGS = {
 
 
 def run_single(model_name: str, config: str, batch: int, steps: int, warmup: int, threads: int,
-               device: str) -> dict:
+               device: str, fused: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
     from ctxbudget.bounds import robust_cross_entropy
+    from ctxbudget.bounds.relu import fused_relu_unavailable, set_fused_relu
     from ctxbudget.models.classifiers import get_model
     from ctxbudget.runtime import tune_allocator
 
@@ -89,14 +90,24 @@ def run_single(model_name: str, config: str, batch: int, steps: int, warmup: int
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    compile_s = None
+    if fused:   # the first fused step compiles the ReLU rules for this shape
+        set_fused_relu(True)
+        compile_s = timed(config)
+        set_fused_relu(False)
     for _ in range(warmup):
         step(config)
         step("natural")
-    # natural and bound steps alternate, so that load changes on a shared machine hit both alike
-    nat, times = [], []
+    # natural and bound steps alternate, so that load changes on a shared machine hit both alike;
+    # with --fused-relu the fused bound step takes its turn right after the eager one
+    nat, times, ftimes = [], [], []
     for _ in range(steps):
         nat.append(timed("natural"))
         times.append(timed(config))
+        if fused:
+            set_fused_relu(True)
+            ftimes.append(timed(config))
+            set_fused_relu(False)
     if dev.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -104,7 +115,10 @@ def run_single(model_name: str, config: str, batch: int, steps: int, warmup: int
     return {"model": model_name, "config": config, "median_s": statistics.median(times),
             "natural_median_s": statistics.median(nat),
             "ratio": statistics.median(t / n for t, n in zip(times, nat)),
-            "times": times, "natural_times": nat, "peak_mb": peak_mb, "malloc_tuned": tuned}
+            "times": times, "natural_times": nat, "peak_mb": peak_mb, "malloc_tuned": tuned,
+            **({"fused_ratio": statistics.median(t / n for t, n in zip(ftimes, nat)), "fused_times": ftimes,
+                "fused_median_s": statistics.median(ftimes), "fused_first_step_s": compile_s,
+                "fused_unavailable": fused_relu_unavailable()} if fused else {})}
 
 
 def main() -> None:
@@ -119,10 +133,12 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="keep glibc's default allocator settings (see ctxbudget.runtime)")
+    ap.add_argument("--fused-relu", action="store_true",
+                    help="also time each bound step with the fused (torch.compile) ReLU rules, interleaved")
     ap.add_argument("--single", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.single:
-        res = run_single(a.single[0], a.single[1], a.batch, a.steps, a.warmup, a.threads, a.device)
+        res = run_single(a.single[0], a.single[1], a.batch, a.steps, a.warmup, a.threads, a.device, a.fused_relu)
         print("RESULT " + json.dumps(res))
         return
     if a.no_malloc_tuning:
@@ -132,7 +148,7 @@ def main() -> None:
         for config in [c for c in a.configs if c != "natural"]:
             cmd = [sys.executable, os.path.abspath(__file__), "--single", model, config, "--batch", str(a.batch),
                    "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads),
-                   "--device", a.device]
+                   "--device", a.device] + (["--fused-relu"] if a.fused_relu else [])
             out = subprocess.run(cmd, capture_output=True, text=True)
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if out.returncode != 0 or not line:
@@ -141,7 +157,9 @@ def main() -> None:
             res = json.loads(line[0][7:])
             results.append(res)
             print(f"{model:9s} {config:18s} median {res['median_s']:.3f}s natural {res['natural_median_s']:.3f}s "
-                  f"ratio {res['ratio']:.2f}  peak +{res['peak_mb']:.0f} MB", flush=True)
+                  f"ratio {res['ratio']:.2f}  peak +{res['peak_mb']:.0f} MB"
+                  + (f"  fused: ratio {res['fused_ratio']:.2f}, first step {res['fused_first_step_s']:.1f}s "
+                     f"{res['fused_unavailable'] or ''}" if a.fused_relu else ""), flush=True)
     print()
     tuning = "malloc tuned" if all(r["malloc_tuned"] for r in results) else "default malloc"
     print(f"| step / natural step (batch {a.batch}, {a.threads} threads, {a.device}, {tuning}) | "
@@ -157,7 +175,8 @@ def main() -> None:
         cells = []
         for model in a.models:
             r = next(r for r in results if r["model"] == model and r["config"] == config)
-            cells.append(f"{r['ratio']:.2f}× ({r['median_s']:.3f} s; peak +{r['peak_mb']:.0f} MB)")
+            cells.append(f"{r['ratio']:.2f}× ({r['median_s']:.3f} s; peak +{r['peak_mb']:.0f} MB)"
+                         + (f"; fused {r['fused_ratio']:.2f}×" if a.fused_relu else ""))
         print(f"| {CONFIGS[config]} | " + " | ".join(cells) + " |")
     if a.json:
         with open(a.json, "w") as f:

@@ -11,16 +11,28 @@ budget generator alone, and the fast recipe of ``mnist-learned-0.4-fast`` (the `
 ``--model``, IBP, warm-up regularisers at full weight: the most expensive point of its ramp) alone
 and with MTL-IBP's adversarial term (one PGD step). Configurations take turns step by step (round
 robin). Reports the seconds per epoch (steps × median step time) and the ratio to natural training.
+
+Same-process comparisons (both take their turns in the same round robin):
+
+* ``--baseline DIR``: DIR is the ``ctxbudget`` package folder of another commit (e.g. from
+  ``git archive <commit> src/ctxbudget``); its ``Objective`` runs every certified configuration on
+  the same models and batches, as an extra row "… [baseline]".
+* ``--fused-relu``: every certified configuration again with the fused (torch.compile) ReLU rules,
+  as an extra row "… [fused ReLU]"; the first such step of each (compilation) is printed.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ctxbudget.bounds.relu import fused_relu_unavailable, set_fused_relu
 from ctxbudget.budgets import LearnedBudget, UniformBudget
 from ctxbudget.data import get_dataset
 from ctxbudget.models import MODELS, BudgetGenerator, get_model
@@ -62,6 +74,31 @@ def make_step(objective: Objective, params, x_all, y_all, batch: int, eps0: floa
     return step
 
 
+def load_baseline(folder: str):
+    """The ``ctxbudget`` package in ``folder`` imported as module ``ctxbudget_baseline`` (its imports
+    are relative, so it runs its own code side by side with the current package)."""
+    init = Path(folder) / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline {folder}: no __init__.py (give the ctxbudget package folder)")
+    spec = importlib.util.spec_from_file_location("ctxbudget_baseline", init, submodule_search_locations=[folder])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ctxbudget_baseline"] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module("ctxbudget_baseline.train.objective")
+
+
+def fused_step(step: Callable[[], float]) -> Callable[[], float]:
+    """``step`` with the fused ReLU rules switched on for its duration."""
+    def run() -> float:
+        set_fused_relu(True)
+        try:
+            return step()
+        finally:
+            set_fused_relu(False)
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="mnist")
@@ -72,6 +109,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after 2 warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--baseline", metavar="DIR", help="ctxbudget package folder of another commit, timed alongside")
+    ap.add_argument("--fused-relu", action="store_true", help="also time every certified configuration with fused ReLU rules")
+    ap.add_argument("--only", nargs="+", metavar="WORD",
+                    help="keep natural and the configurations whose name contains one of these words")
     ap.add_argument("--head", default=DEFAULT_HEAD, choices=HEADS, help="generator head (default: %(default)s)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -101,21 +142,49 @@ def main() -> None:
         (f"learned, fast recipe ({bn_model}, IBP, warm-up regularisers)", {}),
         (f"learned, fast recipe + MTL-IBP (1 PGD step, {bn_model})", {"mtl_alpha": 0.5})]
     steps = []
+    objectives: list[tuple[Objective, list, float]] = []   # (objective, parameters, warm-up weight) per row
     for _name, threat, eps0, method, fusion, kappa, gen_only in configs:
         obj = Objective(classifier, threat)
         params = list(threat.parameters()) if gen_only else list(classifier.parameters()) + list(threat.parameters())
         steps.append(make_step(obj, params, images, labels, args.batch_size, eps0, method, fusion, kappa, gen_only))
+        objectives.append((obj, params, 0.0))
     for name, kw in fast:
         bn = get_model(str(bn_model), shape, k, ds.info.mean, ds.info.std).train().to(device)
         obj = Objective(bn, learned, **kw)
         configs.append((name, learned, args.eps0, "ibp", True, 0.5, False))
-        steps.append(make_step(obj, list(bn.parameters()) + list(learned.parameters()), images, labels,
-                               args.batch_size, args.eps0, "ibp", True, 0.5, warmup_weight=0.5))
+        params = list(bn.parameters()) + list(learned.parameters())
+        steps.append(make_step(obj, params, images, labels, args.batch_size, args.eps0, "ibp", True, 0.5,
+                               warmup_weight=0.5))
+        objectives.append((obj, params, 0.5))
+    if args.only:
+        keep = [j for j, c in enumerate(configs) if j == 0 or any(w in c[0] for w in args.only)]
+        configs, steps = [configs[j] for j in keep], [steps[j] for j in keep]
+        objectives = [objectives[j] for j in keep]
+    # extra rows: the baseline commit's Objective, the fused ReLU rules (certified configurations only)
+    base = load_baseline(args.baseline) if args.baseline else None
+    first_fused: dict[int, float] = {}
+    for j in range(1, len(configs)):
+        name, threat, eps0, method, fusion, kappa, gen_only = configs[j]
+        if gen_only:
+            continue
+        obj, params, ww = objectives[j]
+        if base is not None:
+            bobj = base.Objective(obj.classifier, obj.threat, mtl_alpha=obj.mtl_alpha)
+            configs.append((f"{name} [baseline]", *configs[j][1:]))
+            steps.append(make_step(bobj, params, images, labels, args.batch_size, eps0, method, fusion, kappa,
+                                   warmup_weight=ww))
+        if args.fused_relu:
+            configs.append((f"{name} [fused ReLU]", *configs[j][1:]))
+            steps.append(fused_step(make_step(obj, params, images, labels, args.batch_size, eps0, method, fusion,
+                                              kappa, warmup_weight=ww)))
+            first_fused[len(steps) - 1] = 0.0
     # round robin, so that load changes on a shared machine hit every configuration alike
     times: list[list[float]] = [[] for _ in configs]
     for i in range(args.steps + 2):
         for j, step in enumerate(steps):
             t = step()
+            if i == 0 and j in first_fused:
+                first_fused[j] = t
             if i >= 2:  # warm-up
                 times[j].append(t)
     medians = [statistics.median(t) for t in times]
@@ -126,6 +195,11 @@ def main() -> None:
     print("| configuration | step (ms) | s / epoch | × natural |\n|---|---|---|---|")
     for (name, *_), t in zip(configs, medians):
         print(f"| {name} | {1000 * t:.1f} | {t * steps_per_epoch:.1f} | {t / natural:.2f} |")
+    if first_fused:
+        print("first fused-ReLU step of each row (compilation included): "
+              + ", ".join(f"{configs[j][0]}: {t:.1f} s" for j, t in first_fused.items()))
+        if fused_relu_unavailable():
+            print(f"fused ReLU rules fell back to eager: {fused_relu_unavailable()}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class RunConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     num_threads: int | None = None        # torch CPU threads; None → torch default
     deterministic: bool = True            # torch.use_deterministic_algorithms (warn only)
+    fused_relu: bool = False              # the bound engine's ReLU rules through torch.compile (eager fallback)
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
 #: settings that may change when a run is resumed; anything else would change what was trained.
 RESUMABLE_KEYS = ("optim.epochs", "optim.lr_milestones", "optim.lr_decay", "eval.method", "eval.every",
                   "eval.batch_size", "data.root", "data.download", "num_threads", "device", "deterministic",
-                  "description")
+                  "fused_relu", "description")
 
 
 def check_resume_overrides(overrides: dict, current: dict) -> None:

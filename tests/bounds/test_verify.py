@@ -58,3 +58,25 @@ def test_certify_agrees_with_plain_rule_away_from_zero(method):
     clear = (low.min(1).values.abs() > 1e-3)
     assert torch.equal(v.verified[clear], (low.min(1).values > 0)[clear])
     assert (v.tol > 0).all() and (v.tol < 1e-3).all()
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_certify_reusing_the_loss_bounder_gives_the_same_verdict(bn):
+    """certify(..., bounder=bd) takes τ from bd's cached IBP pass: bitwise the verdict, τ and bounds
+    of a fresh computation (training mode BatchNorm included: the statistics of the same x)."""
+    from ctxbudget.bounds import Bounder
+    from ctxbudget.bounds.loss import robust_cross_entropy_from
+
+    net = small_conv_net(1, dtype=torch.float32, bn=bn)
+    net.train(bn)
+    x, lo, hi = random_box(16, (1, 8, 8), seed=5, dtype=torch.float32, scale=0.02)
+    y = net(x).argmax(1)
+    bd = Bounder(net, lo.requires_grad_(), hi, x)
+    _, margins = robust_cross_entropy_from(bd, y, "crown-ibp", return_margins=True)
+    for recheck in (False, True):
+        fresh = certify(net, lo, hi, y, "crown-ibp", lower=margins, x=x, recheck=recheck)
+        shared = certify(net, lo, hi, y, "crown-ibp", lower=margins, x=x, recheck=recheck, bounder=bd)
+        assert torch.equal(fresh.tol, shared.tol)
+        assert torch.equal(fresh.verified, shared.verified)
+        assert torch.equal(fresh.lower, shared.lower)
+    assert torch.equal(margin_magnitude(net, lo, hi, y, x=x), margin_magnitude(net, lo, hi, y, x=x, bounder=bd))

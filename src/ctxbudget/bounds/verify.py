@@ -47,18 +47,24 @@ def _abs_affine(o: Op, m: Tensor) -> Tensor:
 
 @torch.no_grad()
 def margin_magnitude(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, *,
-                     x: Optional[Tensor] = None) -> Tensor:
+                     x: Optional[Tensor] = None, bounder: Optional[Bounder] = None) -> Tensor:
     """M (B×(K−1), float64, logit units): Σ of |terms| of each margin ``f_y − f_j`` over the box.
 
     The input of the trailing affine chain (after the last ReLU, or the network input) is bounded
     by IBP as ``|h| ≤ max(|l|, |u|)``; the chain is applied with absolute weights and biases, and
     margin j gets ``M_y + M_j`` (the float computation forms f_y and f_j separately).
+
+    ``bounder``: a :class:`Bounder` already built on this model, this box and this clean batch
+    (e.g. the one a training step's loss used): its cached IBP pass is reused instead of a second
+    one (the same arithmetic, so the same values; read detached).
     """
-    bd = Bounder(model, x_lower.detach(), x_upper.detach(), None if x is None else x.detach())
+    bd = bounder if bounder is not None else Bounder(model, x_lower.detach(), x_upper.detach(),
+                                                      None if x is None else x.detach())
     if bd.t > 0:
         _, (c, r) = bd.ibp_state()
     else:
         c, r = bd.c, bd.r
+    c, r = c.detach(), r.detach()
     m = c.abs() + r
     for o in bd.ops[bd.t:]:
         m = _abs_affine(o, m)
@@ -103,7 +109,8 @@ def _float64_copy(model: nn.Module) -> nn.Module:
 
 def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, method: str, *,
             lower: Optional[Tensor] = None, correct: Optional[Tensor] = None,
-            bound_fn: Optional[BoundFn] = None, recheck: bool = True, x: Optional[Tensor] = None) -> Verdict:
+            bound_fn: Optional[BoundFn] = None, recheck: bool = True, x: Optional[Tensor] = None,
+            bounder: Optional[Bounder] = None) -> Verdict:
     """Apply the verification rule to a batch (see the module docstring).
 
     Args:
@@ -116,6 +123,8 @@ def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, metho
         bound_fn: ``bound_fn(model, lo, hi, y, method)`` (default: :func:`margin_lower_bounds`).
         recheck: recompute near-zero bounds in float64 (False: conservative ``lower > 2τ``).
         x: clean batch (for BatchNorm in training mode and the clean prediction).
+        bounder: a :class:`Bounder` already built on ``model``, this box and ``x`` (the one that
+            computed ``lower``): the magnitude M reuses its IBP pass (:func:`margin_magnitude`).
     """
     bound_fn = bound_fn or margin_lower_bounds
     with torch.no_grad():
@@ -126,7 +135,7 @@ def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, metho
             clean = x if x is not None else (x_lower + x_upper) / 2
             correct = model(clean).argmax(1) == y
         dtype = x_lower.dtype
-        tol = tolerance(margin_magnitude(model, x_lower, x_upper, y, x=x), dtype)
+        tol = tolerance(margin_magnitude(model, x_lower, x_upper, y, x=x, bounder=bounder), dtype)
         low64 = lower.double()
         correct = correct.to(low64.device)
         near = correct & (low64 > 0).all(1) & ~(low64 > 2 * tol).all(1)

@@ -98,7 +98,10 @@ class Objective(nn.Module):
                 warmup_weight: float = 0.0) -> tuple[torch.Tensor, StepStats]:
         """x: B×C×H×W in [0, 1]; y: B; ``warmup_weight``: weight of the warm-up regularisers this
         step (0: not computed). Returns (mean loss, :class:`StepStats` of the batch)."""
-        logits = self.classifier(x)
+        # κ = 0 (after the ramp of a κ_final = 0 schedule): the clean CE has weight 0, its gradient
+        # would be exact zeros; the logits only feed the statistics, so no graph is kept for them
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (kappa != 0 or eps0 <= 0)):
+            logits = self.classifier(x)
         natural = F.cross_entropy(logits, y, reduction="none")
         def zero() -> torch.Tensor:
             return torch.zeros((), device=x.device)
@@ -134,7 +137,7 @@ class Objective(nn.Module):
             warmup_reg = reg.detach() * len(y)
         with torch.no_grad():  # the certificate the loss computation produced on the way (progress display)
             verified = certify(self.classifier, lower, upper, y, method, lower=margins, correct=logits.argmax(1) == y,
-                               recheck=False, x=x).verified
+                               recheck=False, x=x, bounder=bd).verified   # τ from the loss's own IBP pass
             flat = eps.detach().reshape(len(y), -1)
         sums = StepSums(n=n, clean_wrong=clean_wrong, verified_wrong=(~verified).sum().float(),
                         loss=per_example.sum().detach(), robust=robust.sum().detach(), eps_sum=flat.mean(1).sum(),

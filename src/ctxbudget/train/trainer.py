@@ -33,7 +33,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import run as rundir
-from ..bounds import compute_bounds, margin_spec
+from ..bounds import Bounder, margin_spec
+from ..bounds.engine import normalize_method
+from ..bounds.relu import set_fused_relu
 from ..bounds.verify import certify
 from ..budgets import LearnedBudget, input_box
 from ..config import RunConfig, config_from_dict, merge
@@ -78,6 +80,7 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        set_fused_relu(cfg.fused_relu)   # compiled lazily on first use; eager where it cannot be
         _seed_everything(cfg.seed)
 
         d = cfg.data
@@ -253,10 +256,12 @@ class Trainer:
             if context is not None:
                 context.update(eps, x, None if regions is None else regions[i:i + bs])
             lo, hi = input_box(x, eps)
-            margins, _ = compute_bounds(self.classifier, lo, hi, method=self.cfg.eval.method,
-                                        C=margin_spec(y, self.info.num_classes), bound_upper=False)
+            # compute_bounds(..., bound_upper=False) on a Bounder that certify's τ then reuses (one IBP pass)
+            bd = Bounder(self.classifier, lo, hi, x)
+            margins = bd.lower_rows(bd.spec(margin_spec(y, self.info.num_classes)),
+                                    normalize_method(self.cfg.eval.method))
             verified = certify(self.classifier, lo, hi, y, self.cfg.eval.method, lower=margins, correct=correct,
-                               x=x).verified
+                               x=x, bounder=bd).verified
             flat = eps.reshape(len(y), -1)
             sums += torch.stack([torch.tensor(float(len(y)), device=self.device), (~correct).sum(), (~verified).sum(),
                                  nn.functional.cross_entropy(logits, y, reduction="sum"), flat.mean(1).sum()]).double()
