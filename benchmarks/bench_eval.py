@@ -46,8 +46,7 @@ def run_single(run_dir: str, method: str, n: int, threads: int, repeat: int, alp
     tune_allocator()
     torch.set_num_threads(threads)
     run = load_run(run_dir)
-    seed = int(run.config.get("data", {}).get("seed", 0))
-    ds = get_dataset(run.dataset, "test", root=run.data_root, seed=seed)
+    ds = get_dataset(run.dataset, "test", root=run.data_root, seed=run.config.data.seed)
     x, y = ds.images[:n], ds.labels[:n]
     with torch.no_grad():
         lo, hi = input_box(x, run.budgets(x))
