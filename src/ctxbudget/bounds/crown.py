@@ -32,6 +32,17 @@ def backward_bound(ops: Sequence[Op], end: int, A: Tensor, relax: Relax, c: Tens
     ``ops[start:end]``. Returns B×S.
     """
     B, S = A.shape[:2]
+    A, bias = backward_rows(ops, end, A, relax, start)
+    Af = A.reshape(B, S, -1)
+    lower = torch.bmm(Af, c.reshape(B, -1, 1)).squeeze(-1) - torch.bmm(Af.abs(), r.reshape(B, -1, 1)).squeeze(-1)
+    return lower if bias is None else lower + bias
+
+
+def backward_rows(ops: Sequence[Op], end: int, A: Tensor, relax: Relax, start: int = 0
+                  ) -> tuple[Tensor, Optional[Tensor]]:
+    """Push the rows A (B×S×out_shape(ops[end−1])) back to the input of ``ops[start]``: returns the
+    coefficients there (B×S×in_shape(ops[start])) and the accumulated constant term (B×S, or None),
+    so that ``A·(output of ops[end−1]) ≥ A'·(input of ops[start]) + bias``."""
     bias: Optional[Tensor] = None
     b: Optional[Tensor]
     for i in range(end - 1, start - 1, -1):
@@ -42,9 +53,7 @@ def backward_bound(ops: Sequence[Op], end: int, A: Tensor, relax: Relax, c: Tens
             A, b = o.backward(A)
         if b is not None:
             bias = b if bias is None else bias + b
-    Af = A.reshape(B, S, -1)
-    lower = torch.bmm(Af, c.reshape(B, -1, 1)).squeeze(-1) - torch.bmm(Af.abs(), r.reshape(B, -1, 1)).squeeze(-1)
-    return lower if bias is None else lower + bias
+    return A, bias
 
 
 def crown_intermediate(ops: Sequence[Op], c: Tensor, r: Tensor, ibp_pre: PreBounds) -> PreBounds:

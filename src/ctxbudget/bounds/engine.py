@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .alpha import alpha_crown
+from .alpha import WIDE_NEURONS, alpha_crown
 from .crown import PreBounds, Relax, backward_bound, crown_intermediate, relaxations
 from .ibp import Box, ibp_forward, last_relu_index
 from .layers import parse_model, prepare
@@ -145,7 +145,7 @@ class Bounder:
         return C.reshape(self.B, C.shape[1], *self.out_shape)
 
     def lower_rows(self, A: Tensor, method: str, alpha_steps: int = 20, alpha_lr: float = 0.1,
-                   alpha_intermediate: str = "optimized") -> Tensor:
+                   alpha_intermediate: str = "optimized", alpha_wide_neurons: int = WIDE_NEURONS) -> Tensor:
         """Lower bound (B×S) of ``A · f(x)`` over the box for rows A (B×S×out_shape)."""
         n = len(self.ops)
         if method == "ibp":
@@ -165,7 +165,8 @@ class Bounder:
                     raise ValueError("alpha_intermediate must be 'optimized', 'crown' or 'ibp', "
                                      f"got {alpha_intermediate!r}")
             return alpha_crown(self.ops, A, pre, self.c, self.r, steps=alpha_steps, lr=alpha_lr,
-                               optimize_intermediate=alpha_intermediate == "optimized")
+                               optimize_intermediate=alpha_intermediate == "optimized",
+                               wide_neurons=alpha_wide_neurons)
         raise ValueError(f"unknown bound method {method!r}; choose one of {METHODS}")
 
     def forward(self, x: Tensor) -> Tensor:
@@ -188,7 +189,8 @@ class Bounder:
 def compute_bounds(model: nn.Module, x_lower: Tensor, x_upper: Tensor, method: str = "crown-ibp",
                    C: Optional[Tensor] = None, *, x: Optional[Tensor] = None, bound_lower: bool = True,
                    bound_upper: bool = True, alpha_steps: int = 20, alpha_lr: float = 0.1,
-                   alpha_intermediate: str = "optimized") -> tuple[Optional[Tensor], Optional[Tensor]]:
+                   alpha_intermediate: str = "optimized", alpha_wide_neurons: int = WIDE_NEURONS
+                   ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Bounds of ``C @ model(x')`` (or of ``model(x')`` if C is None) for all x' in the box.
 
     Args:
@@ -200,10 +202,12 @@ def compute_bounds(model: nn.Module, x_lower: Tensor, x_upper: Tensor, method: s
         x: the clean batch (B×in_shape) for BatchNorm layers in training mode (default: box centre).
         bound_lower, bound_upper: skip the side not needed (it is returned as None); each side
             costs one backward pass for the CROWN methods.
-        alpha_steps, alpha_lr, alpha_intermediate: α-CROWN settings (Adam steps, learning rate
-            ×0.98 per step, intermediate bounds: "optimized" = full CROWN, then re-optimised with
-            their own slopes where a layer has at most ``alpha.MAX_INTERMEDIATE_ROWS`` unstable
-            neurons per sample; "crown" = full CROWN, fixed; "ibp" = IBP, fixed).
+        alpha_steps, alpha_lr, alpha_intermediate, alpha_wide_neurons: α-CROWN settings (Adam
+            steps, learning rate ×0.98 per step, intermediate bounds: "optimized" = full CROWN,
+            then re-optimised with their own slopes, for every unstable neuron where a layer has at
+            most ``alpha.MAX_INTERMEDIATE_ROWS`` of them per sample, else for the
+            ``alpha_wide_neurons`` per sample whose relaxation costs the final bound most (0: none);
+            "crown" = full CROWN, fixed; "ibp" = IBP, fixed).
 
     Returns:
         ``(lower, upper)``, each B×S (B×K when C is None), dtype/device of the input box.
@@ -218,7 +222,8 @@ def compute_bounds(model: nn.Module, x_lower: Tensor, x_upper: Tensor, method: s
         return (lo if bound_lower else None), (up if bound_upper else None)
     A = bd.spec(C)
     S = A.shape[1]
-    opts: dict[str, Any] = dict(alpha_steps=alpha_steps, alpha_lr=alpha_lr, alpha_intermediate=alpha_intermediate)
+    opts: dict[str, Any] = dict(alpha_steps=alpha_steps, alpha_lr=alpha_lr, alpha_intermediate=alpha_intermediate,
+                                alpha_wide_neurons=alpha_wide_neurons)
     if bound_lower and bound_upper:
         res = bd.lower_rows(torch.cat([A, -A], 1), method, **opts)
         return res[:, :S], -res[:, S:]

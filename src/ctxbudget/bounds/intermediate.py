@@ -112,12 +112,23 @@ def rows_bounds(ops: Sequence[Op], i: int, idx: Tensor, bound_fn: BoundFn, dtype
     return res[:, :m], -res[:, m:]
 
 
-def intersect_rows(l: Tensor, u: Tensor, idx: Tensor, count: Tensor, lc: Tensor, uc: Tensor) -> tuple[Tensor, Tensor]:
+def intersect_rows(l: Tensor, u: Tensor, idx: Tensor, count: Tensor, lc: Tensor, uc: Tensor,
+                   ties_to_new: bool = False) -> tuple[Tensor, Tensor]:
     """Bounds l, u (B×n) tightened by new bounds lc, uc (B×S) of the neurons idx (B×S, from
     :func:`unstable_rows`); only the first ``count[b]`` entries of row b (the unstable neurons) are
-    used, so the result of a sample does not depend on the padding, i.e. on the rest of the batch."""
-    valid = (torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)).to(l.dtype)
+    used, so the result of a sample does not depend on the padding, i.e. on the rest of the batch.
+
+    The gradient reaches lc (uc) where it is strictly tighter than l (u); with ``ties_to_new`` also
+    where the two are equal (α-CROWN: its slopes start at CROWN's, so every re-optimised bound
+    starts equal to the CROWN bound it is intersected with, and a tie without gradient would keep
+    the slopes from ever moving). Same values either way."""
     lg, ug = l.gather(1, idx), u.gather(1, idx)
+    if ties_to_new:
+        valid_b = torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)
+        l = l.scatter(1, idx, torch.where(valid_b & (lc >= lg), lc, lg))
+        u = u.scatter(1, idx, torch.where(valid_b & (uc <= ug), uc, ug))
+        return l, u
+    valid = (torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)).to(l.dtype)
     l = l.scatter(1, idx, lg + valid * torch.relu(lc - lg))  # max(lc, lg) on valid entries
     u = u.scatter(1, idx, ug - valid * torch.relu(ug - uc))  # min(uc, ug) on valid entries
     return l, u

@@ -70,7 +70,8 @@ def verified_margin_lower(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y:
     """Lower bounds of the margins ``f_y − f_j`` (j ≠ y ascending) over the box, B×(K−1).
 
     Only the lower side is computed (one backward pass for CROWN methods). ``beta`` < 1 mixes with
-    IBP as CROWN-IBP does. ``opts`` go to α-CROWN (alpha_steps, alpha_lr, alpha_intermediate).
+    IBP as CROWN-IBP does. ``opts`` go to α-CROWN (alpha_steps, alpha_lr, alpha_intermediate,
+    alpha_wide_neurons).
     Whether a sample is verified is decided by :func:`ctxbudget.bounds.verify.certify` (entries
     above a rounding tolerance, near-zero ones re-checked in float64), not by ``> 0``.
     """

@@ -10,6 +10,7 @@ tests compare them with the plain masked formulas and run ``gradcheck`` on them.
 - :func:`ibp_relu` / :func:`relu_interval`: centre/radius box of ``relu(z)`` for z in a box.
 - :func:`relu_relaxation`: linear bounds ``d_low·z ≤ relu(z) ≤ d_up·z + b_up`` on [l, u].
 - :func:`relu_backward`: push lower-bound coefficients A back through the relaxed ReLU.
+- :func:`relaxation_gaps`: how far each line of :func:`relu_relaxation` strays from ``relu`` on [l, u].
 
 Fused kernels (off by default; :func:`set_fused_relu`, config key ``fused_relu``): the same
 arithmetic (the ``_*_rule`` functions below, the only place it is written) can run through
@@ -132,6 +133,22 @@ def relu_relaxation(l: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     no NaN for l = u.
     """
     return _ChordRelaxation.apply(l, u)
+
+
+def relaxation_gaps(l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Largest gaps (same shape as l, u) between ``relu`` and the lines of :func:`relu_relaxation`
+    on [l, u]: ``(max relu(z) − d_low·z, max d_up·z + b_up − relu(z))``.
+
+    Both are 0 on stable neurons. On an unstable one the upper gap is the chord's height at z = 0,
+    ``b_up = −l·u/(u − l)``, and the lower gap is ``−l`` (slope 1) or ``u`` (slope 0), the larger of
+    ``−d_low·l`` and ``(1 − d_low)·u`` (the gap is convex in z, largest at an end). A coefficient
+    ``a`` on the ReLU's output loosens a backward bound by at most ``a⁺·lower gap + a⁻·upper gap``
+    (a⁻ = max(−a, 0)): the ranking α-CROWN uses to pick which intermediate bounds to re-optimise.
+    """
+    with torch.no_grad():
+        d_low, _, b_up = relu_relaxation(l, u)
+        lm, up = l.clamp(max=0.0), u.clamp(min=0.0)
+        return torch.maximum(d_low * lm.neg(), (1.0 - d_low) * up), b_up
 
 
 class _ReluBackward(torch.autograd.Function):
