@@ -95,23 +95,18 @@ def collect(work: Path, out: Path, seconds: float, max_mib: float) -> None:
     buf = io.BytesIO()
     report = ["| row | experiment/row | state | epochs | test clean | test verified | archived checkpoint |",
               "|---|---|---|---|---|---|---|"]
+    run_dirs = {name: [p.parent for p in (work / name).rglob("config.yaml")] for name in rows}
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in rows:
+        for name in rows:   # logs, tables, metrics and figures: every file but the checkpoints
             top = work / name
             tar.add(work / f"{name}.log", arcname=f"{name}.log")
-            run_dirs = [p.parent for p in top.rglob("config.yaml")]
-            for run_dir in run_dirs:
-                for f in sorted(run_dir.rglob("*")):
-                    if f.is_file() and "checkpoints" not in f.parts and f.suffix != ".pt":
-                        tar.add(f, arcname=str(f.relative_to(work)))
             for f in sorted(top.rglob("*")):
-                if f.is_file() and f.suffix != ".pt" and not any(f.is_relative_to(d) for d in run_dirs):
-                    tar.add(f, arcname=str(f.relative_to(work)))   # the experiment's table (.md/.json)
+                if f.is_file() and f.suffix != ".pt" and "checkpoints" not in f.relative_to(top).parts:
+                    tar.add(f, arcname=str(f.relative_to(work)))
         for name, r in rows.items():
-            run_dirs = [p.parent for p in (work / name).rglob("config.yaml")]
-            if not run_dirs:
+            if not run_dirs[name]:
                 report.append(f"| {name} | {r['experiment']}/{r['row']} | no run (see {name}.log) | 0 | – | – | none |")
-            for run_dir in run_dirs:
+            for run_dir in run_dirs[name]:
                 final = run_dir / "final.pt"
                 ckpt = final if final.is_file() else run_dir / "checkpoints" / "last.pt"
                 line = _last_test_line(run_dir)

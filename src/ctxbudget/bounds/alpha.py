@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .crown import backward_bound, backward_rows
-from .intermediate import PreBounds, Relax, ibp_is_exact, intersect_rows, rows_bounds, unstable_rows
+from .intermediate import PreBounds, Relax, ibp_is_exact, intersect_rows, rows_bounds, unstable_rows, valid_rows
 from .layers import Op
 from .relu import relaxation_gaps, relu_relaxation
 
@@ -222,7 +222,7 @@ def _bound(ops: Sequence[Op], A: Tensor, pre: PreBounds, relax0: Relax, starts: 
             idx, count = starts[j]
             rel = _relax_for(j, cur, alphas)
             lc, uc = rows_bounds(ops, j, idx, functools.partial(_rows_bound, ops, rel, c, r), c.dtype)
-            valid = (torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)).to(lc.dtype)
+            valid = valid_rows(idx, count).to(lc.dtype)
             inter = inter + (valid * (lc - uc)).sum()
             l, u = intersect_rows(l0.reshape(B, -1), u0.reshape(B, -1), idx, count, lc, uc, ties_to_new=True)
             l, u = l.view_as(l0), u.view_as(u0)

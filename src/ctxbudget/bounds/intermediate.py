@@ -112,6 +112,12 @@ def rows_bounds(ops: Sequence[Op], i: int, idx: Tensor, bound_fn: BoundFn, dtype
     return res[:, :m], -res[:, m:]
 
 
+def valid_rows(idx: Tensor, count: Tensor) -> Tensor:
+    """B×S bool: entry s of row b is one of the ``count[b]`` neurons of :func:`unstable_rows`'s
+    ``idx`` (True) or padding (False)."""
+    return torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)
+
+
 def intersect_rows(l: Tensor, u: Tensor, idx: Tensor, count: Tensor, lc: Tensor, uc: Tensor,
                    ties_to_new: bool = False) -> tuple[Tensor, Tensor]:
     """Bounds l, u (B×n) tightened by new bounds lc, uc (B×S) of the neurons idx (B×S, from
@@ -124,11 +130,11 @@ def intersect_rows(l: Tensor, u: Tensor, idx: Tensor, count: Tensor, lc: Tensor,
     the slopes from ever moving). Same values either way."""
     lg, ug = l.gather(1, idx), u.gather(1, idx)
     if ties_to_new:
-        valid_b = torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)
+        valid_b = valid_rows(idx, count)
         l = l.scatter(1, idx, torch.where(valid_b & (lc >= lg), lc, lg))
         u = u.scatter(1, idx, torch.where(valid_b & (uc <= ug), uc, ug))
         return l, u
-    valid = (torch.arange(idx.shape[1], device=idx.device).unsqueeze(0) < count.unsqueeze(1)).to(l.dtype)
+    valid = valid_rows(idx, count).to(l.dtype)
     l = l.scatter(1, idx, lg + valid * torch.relu(lc - lg))  # max(lc, lg) on valid entries
     u = u.scatter(1, idx, ug - valid * torch.relu(ug - uc))  # min(uc, ug) on valid entries
     return l, u

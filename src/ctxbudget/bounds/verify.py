@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engine import Bounder, compute_bounds
+from .engine import Bounder, compute_bounds, normalize_method
 from .layers import AvgPoolOp, ChannelAffineOp, ConvOp, FlattenOp, LinearOp, Op
 from .loss import margin_spec, other_classes
 
@@ -153,10 +153,17 @@ def certify(model: nn.Module, x_lower: Tensor, x_upper: Tensor, y: Tensor, metho
     return Verdict(lower=low64, tol=tol, verified=verified, rechecked=rechecked)
 
 
-def margin_lower_bounds(model: nn.Module, lo: Tensor, hi: Tensor, y: Tensor, method: str) -> Tensor:
+def margin_lower_bounds(model: nn.Module, lo: Tensor, hi: Tensor, y: Tensor, method: str, *,
+                        bounder: Optional[Bounder] = None) -> Tensor:
     """Certified lower bounds of ``f_y − f_j`` (j ≠ y) over the box [lo, hi] by ``compute_bounds``
     (B×(K−1), logit units; the default :data:`BoundFn`). Differentiable w.r.t. ``lo`` and ``hi``
-    for the methods of ``DIFFERENTIABLE_METHODS``."""
+    for the methods of ``DIFFERENTIABLE_METHODS``.
+
+    ``bounder``: a :class:`Bounder` already built on ``model`` and this box: the bounds are computed
+    on it (the same values), so that :func:`certify` given the same ``bounder`` reuses its IBP pass."""
+    if bounder is not None:
+        C = margin_spec(y, bounder.K, lo.dtype, lo.device)
+        return bounder.lower_rows(bounder.spec(C), normalize_method(method))
     k = _num_outputs(model, lo)
     lower = compute_bounds(model, lo, hi, method, C=margin_spec(y, k, lo.dtype, lo.device), bound_upper=False)[0]
     assert lower is not None

@@ -33,10 +33,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import run as rundir
-from ..bounds import Bounder, margin_spec
-from ..bounds.engine import normalize_method
+from ..bounds import Bounder
 from ..bounds.relu import set_fused_relu
-from ..bounds.verify import certify
+from ..bounds.verify import certify, margin_lower_bounds
 from ..budgets import LearnedBudget, input_box
 from ..config import RunConfig, config_from_dict, merge
 from ..contextuality import ContextualityAccumulator, contextuality_row
@@ -256,10 +255,8 @@ class Trainer:
             if context is not None:
                 context.update(eps, x, None if regions is None else regions[i:i + bs])
             lo, hi = input_box(x, eps)
-            # compute_bounds(..., bound_upper=False) on a Bounder that certify's τ then reuses (one IBP pass)
-            bd = Bounder(self.classifier, lo, hi, x)
-            margins = bd.lower_rows(bd.spec(margin_spec(y, self.info.num_classes)),
-                                    normalize_method(self.cfg.eval.method))
+            bd = Bounder(self.classifier, lo, hi, x)   # one IBP pass for the margins and certify's τ
+            margins = margin_lower_bounds(self.classifier, lo, hi, y, self.cfg.eval.method, bounder=bd)
             verified = certify(self.classifier, lo, hi, y, self.cfg.eval.method, lower=margins, correct=correct,
                                x=x, bounder=bd).verified
             flat = eps.reshape(len(y), -1)
