@@ -56,3 +56,12 @@ def test_bad_configs_rejected(data, match):
 def test_bad_override_syntax():
     with pytest.raises(UserError, match="KEY=VALUE"):
         parse_overrides(["optim.lr"])
+
+
+def test_inert_keys_name_what_a_run_never_reads():
+    from ctxbudget.config import load_config
+
+    assert load_config(None, ["budget.kind=uniform"]).inert_keys() >= {("budget", "generator"),
+                                                                       ("budget", "generator_padding")}
+    assert load_config(None, ["budget.generator=dense"]).inert_keys() == {("budget", "generator_padding")}
+    assert load_config(None, ["budget.generator=context"]).inert_keys() == set()

@@ -121,6 +121,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def inert_keys(self) -> set[tuple[str, ...]]:
+        """Keys (as ``to_dict`` paths) that this config's run never reads: the generator head's keys for
+        uniform budgets, the context head's padding for the other heads. Two configs that differ only in
+        keys inert for both describe the same training (``reproduce`` matches stored runs with this)."""
+        b = self.budget
+        if b.kind == "uniform":
+            return {("budget", "generator"), ("budget", "generator_padding"), ("budget", "generator_precision")}
+        return set() if b.generator == "context" else {("budget", "generator_padding")}
+
     def validate(self) -> RunConfig:
         """Raise ``UserError`` naming the key for any setting that cannot work."""
         from .train.schedules import RAMP_KINDS

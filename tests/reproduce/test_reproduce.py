@@ -93,3 +93,38 @@ def test_table_only_runs_nothing(real_root, tmp_path):
     md = run_experiment("table1", tmp_path, schedule="cpu", rows=["learned-0.4"], data_dir=str(real_root),
                         table_only=True, log=lambda s: None)
     assert "not finished (train)" in md.read_text() and not (tmp_path / "table1" / "learned-0.4").exists()
+
+
+def _stored_run(run_dir, cfg):
+    from ctxbudget import run as rundir
+
+    run_dir.mkdir(parents=True)
+    rundir.write_config(run_dir, cfg)
+
+
+def test_keys_a_run_never_reads_do_not_make_a_mismatch(real_root, tmp_path):
+    """A uniform run saved while the default head was `dense` (or a dense run saved with another padding)
+    still belongs to its row; a learned context run with another padding does not."""
+    import dataclasses
+
+    kw = dict(schedule="cpu", data_dir=str(real_root))
+    _, plans = plan_experiment("table3", tmp_path, rows=["uniform-0.3", "learned-0.3"], **kw)
+    uniform, learned = (p.config for p in plans)
+    assert learned.budget.generator == "context" and learned.budget.generator_padding == "zeros"
+    _stored_run(tmp_path / "table3" / "uniform-0.3", dataclasses.replace(
+        uniform, budget=dataclasses.replace(uniform.budget, generator="dense", generator_padding="replicate")))
+    _stored_run(tmp_path / "table3" / "learned-0.3", dataclasses.replace(
+        learned, budget=dataclasses.replace(learned.budget, generator_padding="replicate")))
+    _, plans = plan_experiment("table3", tmp_path, rows=["uniform-0.3"], **kw)
+    assert plans[0].status == "resume"
+    with pytest.raises(UserError, match=r"another config \(budget.generator_padding differ"):
+        plan_experiment("table3", tmp_path, rows=["learned-0.3"], **kw)
+    import shutil
+
+    shutil.rmtree(tmp_path / "table3" / "learned-0.3")       # a dense run saved with replicate padding
+    _stored_run(tmp_path / "table3" / "learned-0.3", dataclasses.replace(
+        learned, budget=dataclasses.replace(learned.budget, generator="dense", generator_padding="replicate")))
+    _, plans = plan_experiment("table3", tmp_path, rows=["learned-0.3"], overrides=["budget.generator=dense"], **kw)
+    assert plans[0].status == "resume"                       # dense ignores the padding
+    with pytest.raises(UserError, match=r"another config \(budget.generator differ"):
+        plan_experiment("table3", tmp_path, rows=["learned-0.3"], overrides=["budget.generator=conv"], **kw)

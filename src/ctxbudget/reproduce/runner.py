@@ -76,8 +76,11 @@ def _flatten(d: dict, prefix: tuple = ()) -> dict:
 
 
 def _config_mismatch(planned: RunConfig, stored: RunConfig) -> list[str]:
+    """Keys whose values differ and matter to training (a uniform run trained before the default head
+    changed still matches: its generator keys are inert)."""
     a, b = _flatten(planned.to_dict()), _flatten(stored.to_dict())
-    return [".".join(k) for k in sorted(set(a) | set(b)) if k not in _VOLATILE and a.get(k) != b.get(k)]
+    skip = _VOLATILE | (planned.inert_keys() & stored.inert_keys())
+    return [".".join(k) for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
 
 
 def _finished_epoch(run_dir: Path) -> int | None:
