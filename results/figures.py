@@ -9,7 +9,8 @@ test images.
     python results/figures.py --runs runs --out results
 
 expects the runs of ``ctxbudget reproduce EXPERIMENT --out RUNS/cpu-dense --schedule cpu --set
-budget.generator=dense`` and ``... --out RUNS/cpu-context --schedule cpu`` (rows below).
+budget.generator=dense`` and ``... --out RUNS/cpu-context --schedule cpu`` (rows below), and for the
+last panel the paper-schedule runs of results/paper-schedule/README.md.
 """
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ from ctxbudget.contextuality import contextuality_of, region_masks
 from ctxbudget.evaluate.evaluate import load_split
 from ctxbudget.reproduce.runner import head_name
 
-FIGURES = (  # (name, the paper's figure, experiment/row)
-    ("figure2", "Figure 2: MNIST, ε0 = 0.6 (learned budgets follow each digit)", "table1/learned-0.6"),
-    ("figure4", "Figure 4: Watermarked MNIST, ε0 = 0.3 (small budgets on the watermark)", "table3/learned-0.3"),
-    ("figure5", "Figure 5 on Doubled MNIST, ε0 = 0.3 (large budgets on the ignored half)", "doubled-mnist/learned-0.3"),
+FIGURES = (  # (name, the paper's figure, schedule, the dense run and the context run under --runs)
+    ("figure2", "Figure 2: MNIST, ε0 = 0.6 (learned budgets follow each digit)", "cpu",
+     "cpu-dense/table1/learned-0.6", "cpu-context/table1/learned-0.6"),
+    ("figure4", "Figure 4: Watermarked MNIST, ε0 = 0.3 (small budgets on the watermark)", "cpu",
+     "cpu-dense/table3/learned-0.3", "cpu-context/table3/learned-0.3"),
+    ("figure5", "Figure 5 on Doubled MNIST, ε0 = 0.3 (large budgets on the ignored half)", "cpu",
+     "cpu-dense/doubled-mnist/learned-0.3", "cpu-context/doubled-mnist/learned-0.3"),
+    ("table1-paper-schedule", "Table 1's MNIST ε0 = 0.4 at the paper's schedule (100 epochs, 60,000 images)", "paper",
+     "paper-dense/table1/learned-0.4", "gpu-rows/t1-0.4-context/table1/learned-0.4"),
 )
-HEADS = (("paper", "cpu-dense"), ("default", "cpu-context"))
 SHORT = {"stroke_vs_background": "s/b", "watermark_vs_elsewhere": "wm/out", "attended_vs_ignored": "att/ign"}
 
 
@@ -55,13 +60,13 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     lines = ["# The paper's budget-map figures: dense head (the paper's) vs context head (the default)", "",
-             "Eight test images per setting (the first eight of the test split), `cpu` schedule, same classifier "
-             "recipe; under each map: mean budget on stroke / background pixels of that image (s/b), on the lit "
+             "Eight test images per setting (the first eight of the test split), the same classifier recipe and "
+             "schedule for both heads (`cpu` unless the section says otherwise); under each map: mean budget on stroke / background pixels of that image (s/b), on the lit "
              "watermark / outside its box (wm/out), on the attended / ignored half (att/ign). Lighter = larger "
              "budget (ε/u). Re-create with `python results/figures.py --runs runs --out results` after the runs "
              "named in its docstring.", ""]
-    for name, caption, row in FIGURES:
-        runs = [(label, Path(args.runs) / folder / row) for label, folder in HEADS]
+    for name, caption, schedule, dense, context in FIGURES:
+        runs = [("paper", Path(args.runs) / dense), ("default", Path(args.runs) / context)]
         missing = [str(p) for _, p in runs if not (p / "final.pt").is_file()]
         if missing:
             lines += [f"## {caption}", "", f"not drawn: no finished run in {', '.join(missing)}", ""]
@@ -88,7 +93,7 @@ def main() -> None:
         titles = [classes[int(t)] if classes else str(int(t)) for t in ds.labels[:args.num]]
         fig = viz.compare_budget_maps(x, rows, titles=titles, title=caption)
         viz.save_figure(fig, out / "figures" / name, formats=("png",))
-        lines += [f"## {caption}", "", f"![{name}](figures/{name}.png)", "",
+        lines += [f"## {caption}", "", f"Schedule: `{schedule}`.", "", f"![{name}](figures/{name}.png)", "",
                   "| head | run | input-dependent share (%), 1,000 test images | mean-ε ratios |", "|---|---|---|---|",
                   *stats, ""]
     (out / "figures.md").write_text("\n".join(lines))
