@@ -61,7 +61,8 @@ def main() -> None:
     out = Path(args.out)
     lines = ["# The paper's budget-map figures: dense head (the paper's) vs context head (the default)", "",
              "Eight test images per setting (the first eight of the test split), the same classifier recipe and "
-             "schedule for both heads (`cpu` unless the section says otherwise); under each map: mean budget on stroke / background pixels of that image (s/b), on the lit "
+             "schedule for both heads (`cpu` unless the section says otherwise); under each map: mean budget on "
+             "stroke / background pixels of that image (s/b), on the lit "
              "watermark / outside its box (wm/out), on the attended / ignored half (att/ign). Lighter = larger "
              "budget (ε/u). Re-create with `python results/figures.py --runs runs --out results` after the runs "
              "named in its docstring.", ""]
