@@ -9,36 +9,25 @@ from ``ctxbudget.reproduce.experiments``. Errors in %, all 10,000 test images; f
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from ctxbudget.reproduce.experiments import get_experiment
+from ctxbudget.reproduce.experiments import Row, get_experiment
+from ctxbudget.reproduce.runner import RowPlan, _paper, _pct, row_summary
 
 EXPERIMENTS = ("table1", "table3", "appendix-c", "doubled-mnist")
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
-def _paper(v: object) -> str:
-    return "–" if v is None else (v if isinstance(v, str) else f"{float(v):.2f}")  # type: ignore[arg-type]
-
-
-def cells(run: Path, uniform_eps: float | None) -> list[str]:
-    """clean, verified (under the budgets it trained with), uniform-ε verified (Appendix C), share."""
-    if not (run / "results.json").is_file():
+def cells(name: str, row: Row, run: Path) -> list[str]:
+    """clean, verified (under the budgets it trained with), uniform-ε verified (Appendix C), share —
+    read by ``reproduce``'s own ``row_summary``."""
+    s = row_summary(get_experiment(name), RowPlan(row, run, "done", None, []))
+    if "ours" not in s:
         return ["not run"] * 4
-    res = json.loads((run / "results.json").read_text())
-    learned = res["training"]["kind"] == "learned"
-    verified = res["verified_err"]["learned" if learned else "uniform"]
-    uniform = None
-    if uniform_eps is not None and (run / f"results_uniform-{uniform_eps:g}.json").is_file():
-        uniform = json.loads((run / f"results_uniform-{uniform_eps:g}.json").read_text())["verified_err"]["uniform"]
-    share = (res.get("contextuality") or {}).get("input_dependent_share") if learned else None
-    return [_pct(res["clean_err"]), _pct(verified), _pct(uniform) if uniform_eps else "",
-            "" if share is None else f"{100 * share:.1f}"]
+    o, learned = s["ours"], s["kind"] == "learned"
+    share = (s.get("contextuality") or {}).get("input_dependent_share") if learned else None
+    return [_pct(o["clean"]), _pct(o["learned"] if learned else o["uniform"]),
+            _pct(o["uniform"]) if row.uniform_eps else "", "" if share is None else f"{100 * share:.1f}"]
 
 
 def main(root: Path) -> None:
@@ -48,12 +37,12 @@ def main(root: Path) -> None:
     print("|" + "|".join(["---"] * len(head)) + "|")
     for name in EXPERIMENTS:
         for row in get_experiment(name).rows:
-            ours = cells(root / name / row.name, row.uniform_eps)
+            ours = cells(name, row, root / name / row.name)
             p = row.paper
             first = [f"{name} {row.name}", f"{ours[0]} ({_paper(p.get('clean'))})",
                      f"{ours[1]} ({_paper(p.get('learned') if 'learned' in row.name else p.get('uniform'))})",
                      f"{ours[2]} ({_paper(p.get('uniform'))})" if row.uniform_eps else "", ours[3]]
-            dense = cells(root / "dense" / name / row.name, row.uniform_eps) if "learned" in row.name else [""] * 4
+            dense = cells(name, row, root / "dense" / name / row.name) if "learned" in row.name else [""] * 4
             print("| " + " | ".join(first + dense) + " |")
 
 

@@ -295,9 +295,9 @@ def _compiler() -> Callable[..., Any]:
 def _run(name: str, rule: Callable[..., Any], *args: Any) -> Any:
     """``rule(*args)``, through its compiled version when the fused rules are on for the device of
     ``args[0]``; the eager rule (and a fallback for the rest of the process) if compiling fails."""
-    dev = args[0].device.type
-    if not _fused or dev in _unavailable:
+    if not _fused_for(args[0]):
         return rule(*args)
+    dev = args[0].device.type
     fn = _compiled.get(name)
     if fn is None:
         reason = _why_unavailable(dev)
