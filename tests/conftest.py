@@ -24,14 +24,50 @@ SLOW_TESTS = os.environ.get("CTXBUDGET_SLOW_TESTS") == "1"
 MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shuffle", type=int, default=None, metavar="SEED",
+                     help="run the tests in an order shuffled with SEED (no test may depend on another's state)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests marked slow unless ``CTXBUDGET_SLOW_TESTS=1`` (see the module docstring)."""
+    """Skip the tests marked slow unless ``CTXBUDGET_SLOW_TESTS=1`` (see the module docstring);
+    ``--shuffle SEED`` shuffles the order."""
+    seed = config.getoption("--shuffle")
+    if seed is not None:
+        import random
+
+        random.Random(seed).shuffle(items)
     if SLOW_TESTS:
         return
     skip = pytest.mark.skip(reason="slow: set CTXBUDGET_SLOW_TESTS=1 to run it")
     for item in items:
         if item.get_closest_marker("slow") is not None:
             item.add_marker(skip)
+
+
+def torch_global_state() -> dict:
+    """The process-wide torch settings a test could leave changed."""
+    import torch
+
+    return {"num_threads": torch.get_num_threads(), "default_dtype": torch.get_default_dtype(),
+            "grad_enabled": torch.is_grad_enabled(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled()}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_global_state():
+    """Every test leaves torch's thread count, default dtype, grad mode and determinism flags as it
+    found them (training in-process sets ``num_threads`` from its config): a test's outcome must not
+    depend on the tests before it (``pytest --shuffle SEED`` runs them in another order)."""
+    import torch
+
+    before = torch_global_state()
+    yield
+    torch.set_num_threads(before["num_threads"])
+    torch.set_default_dtype(before["default_dtype"])
+    torch.set_grad_enabled(before["grad_enabled"])
+    torch.use_deterministic_algorithms(before["deterministic"], warn_only=before["deterministic_warn_only"])
 
 
 def find_real_data_root() -> Optional[Path]:

@@ -20,12 +20,19 @@ Beside the ``vnnlib/`` folder, :func:`export_vnnlib` writes ``model.onnx`` (batc
 ``instances.csv`` (``onnx,vnnlib,timeout`` per line, paths relative to the folder),
 ``abcrown.yaml`` (α,β-CROWN: ``python abcrown.py --config DIR/abcrown.yaml``; it states the
 device, ``general: device: cpu|cuda``, since α,β-CROWN's default ``cuda`` fails without a GPU) and
-``manifest.json`` (examples, labels, predictions, budget kinds, files, and ctxbudget's own verdict
-per instance: certified / not certified / misclassified with the smallest certified margin lower
-bound, ``verdicts.py``).
+``manifest.json`` (examples, labels, predictions, budget kinds, files with the sha256 of each, and
+ctxbudget's own verdict per instance: certified / not certified / misclassified with the smallest
+certified margin lower bound, ``verdicts.py``).
+
+The boxes written are the boxes certified: ε(x) is a float32 network output whose last bits depend
+on the batch it was computed in, the thread count and the CPU kind (matrix-product blocking), so a
+re-computation elsewhere may differ from the file by a few units in the last place. The sha256 in
+the manifest tells a changed file from such a re-computation (``scripts/check_vnnlib_export.py``;
+the rule in docs/method.md, "Budgets across batches, threads and machines").
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -36,7 +43,7 @@ import torch
 
 from ..budgets import BUDGET_KINDS, UniformBudget, input_box
 from ..errors import UserError
-from ..run import Run
+from ..run import Run, atomic_write_bytes
 from .to_onnx import _require_onnx, export_onnx
 from .verdicts import VERDICT_METHODS, instance_verdicts
 
@@ -215,7 +222,8 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
         verdicts[kind] = instance_verdicts(classifier, images, labels, lo, hi, methods=verdict_methods)
     for n, i in enumerate(idx):
         y = int(labels[n])
-        files = {}
+        files: dict[str, str] = {}
+        hashes: dict[str, str] = {}
         for kind in kinds:
             name = f"vnnlib/{kind}_{i:05d}.vnnlib"
             lo, hi = boxes[kind][0][n], boxes[kind][1][n]
@@ -224,8 +232,9 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
                                          f"eps0 {run.eps0:g}\ninput: {'x'.join(map(str, input_shape))} pixels in "
                                          "[0, 1], flattened C,H,W row-major")
             files[kind] = name
+            hashes[kind] = hashlib.sha256((out / name).read_bytes()).hexdigest()
             rows.append(f"model.onnx,{name},{timeout:g}")
-        examples.append({"index": i, "label": y, "prediction": int(preds[n]), "files": files,
+        examples.append({"index": i, "label": y, "prediction": int(preds[n]), "files": files, "sha256": hashes,
                          "ctxbudget": {kind: verdicts[kind][n] for kind in kinds}})
     manifest: dict[str, Any] = {"run_dir": str(run.run_dir), "eps0": float(run.eps0), "training_kind": run.kind,
                                 "input_shape": list(input_shape), "num_classes": num_classes, "kinds": list(kinds),
@@ -236,5 +245,6 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
     (out / "instances.csv").write_text("\n".join(rows) + "\n")
     (out / "abcrown.yaml").write_text(_abcrown_yaml(out.resolve(), input_shape, num_classes, timeout, device,
                                                       device_reason))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # written last and atomically: a folder without manifest.json is an interrupted export
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
