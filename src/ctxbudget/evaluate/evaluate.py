@@ -40,7 +40,7 @@ from ..errors import UserError
 from ..run import Run, atomic_write_bytes
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
-from .steps import AttackSettings, budget_column, clean_predictions, liu_column
+from .steps import AttackSettings, budget_column, clean_predictions, liu_column, module_device
 
 DEFAULT_METHODS = ("ibp", "crown-ibp")
 
@@ -174,8 +174,10 @@ def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, dat
                "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": run.alpha_lo,
                             "alpha_hi": run.alpha_hi}, **results}
     if len(images) >= 2:
-        results["contextuality"] = budget_contextuality(run.threat, images, dataset_name=run.dataset,
-                                                        regions=regions)
+        dev = module_device(run.classifier)
+        results["contextuality"] = budget_contextuality(lambda x: run.threat(x.to(dev)).cpu(), images.cpu(),
+                                                        dataset_name=run.dataset,
+                                                        regions=None if regions is None else regions.cpu())
     if write:
         write_results(Path(run.run_dir), results, rec)
     return results

@@ -37,6 +37,19 @@ class AttackSettings:
                 "seed": self.seed}
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (CPU for a module without any)."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def on(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` moved to ``device`` (a no-op where they are there already): the data set stays
+    where it was loaded (usually the CPU) and each batch goes to the model."""
+    return tuple(t.to(device, non_blocking=True) for t in tensors)
+
+
 def batches(n: int, size: int) -> list[slice]:
     """Consecutive slices of at most ``size`` covering range(n)."""
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
@@ -44,8 +57,10 @@ def batches(n: int, size: int) -> list[slice]:
 
 @torch.no_grad()
 def clean_predictions(classifier: nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Arg-max class of every image (N, int64)."""
-    return torch.cat([classifier(images[s]).argmax(1) for s in batches(len(images), batch_size)]).cpu().numpy()
+    """Arg-max class of every image (N, int64); each batch runs on the classifier's device."""
+    dev = module_device(classifier)
+    return torch.cat([classifier(on(dev, images[s])[0]).argmax(1).cpu()
+                      for s in batches(len(images), batch_size)]).numpy()
 
 
 def verify_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, correct: torch.Tensor,
@@ -66,7 +81,8 @@ def attack_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: t
 def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
                   correct: np.ndarray, methods: Sequence[str], settings: AttackSettings, generator: torch.Generator,
                   bound_fn: Optional[BoundFn], batch_size: int, progress: bool) -> tuple[BudgetColumn, dict[str, float]]:
-    """Verify and attack every example under ``budget`` (a threat model ``x → ε``).
+    """Verify and attack every example under ``budget`` (a threat model ``x → ε``); each batch runs
+    on the classifier's device.
 
     Returns the column and the seconds spent ``{"verify_KIND": …, "attack_KIND": …}``.
     """
@@ -77,8 +93,9 @@ def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: t
     rechecked = {m: np.zeros(n, bool) for m in methods}
     att, logv = np.zeros(n, np.float32), np.zeros(n)
     t_verify = t_attack = 0.0
+    dev = module_device(classifier)
     for s in tqdm(batches(n, batch_size), desc=f"{kind} budgets", disable=not progress, leave=False):
-        x, y = images[s], labels[s]
+        x, y = on(dev, images[s], labels[s])
         t = time.perf_counter()
         with torch.no_grad():
             eps = budget(x)
@@ -100,15 +117,17 @@ def liu_column(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
                method: str, iters: int, lr: float, settings: AttackSettings, generator: torch.Generator,
                bound_fn: Optional[BoundFn], batch_size: int, progress: bool) -> tuple[LiuColumn, list[str]]:
     """Liu et al. (2019) on the first ``limit`` examples; their certificates are attacked with
-    ``settings`` (soundness). Returns the column and the violations found (strings)."""
+    ``settings`` (soundness). Returns the column and the violations found (strings). Each batch runs
+    on the classifier's device."""
     n = len(images)
     n_liu = min(max(int(limit), 0), n)
     dims = int(images[0].numel())
     logv, ok = np.full(n, np.nan), np.zeros(n, bool)
     violations: list[str] = []
     kwargs: dict[str, Any] = {} if bound_fn is None else {"bound_fn": bound_fn}
+    dev = module_device(classifier)
     for s in tqdm(batches(n_liu, batch_size), desc="liu2019", disable=not progress, leave=False):
-        x, y = images[s], labels[s]
+        x, y = on(dev, images[s], labels[s])
         res = liu_max_volume(classifier, x, y, method=method, iters=iters, lr=lr, progress=progress, **kwargs)
         logv[s] = res.log_volume.cpu().numpy()
         ok[s] = res.certified.cpu().numpy() & (res.log_volume.cpu().numpy() >= dims * math.log(eps0))
