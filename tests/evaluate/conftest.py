@@ -1,6 +1,14 @@
-"""Evaluation tests run on tiny models: one intra-op thread avoids oversubscription on small CPUs."""
+"""Evaluation tests run on tiny models: one intra-op thread avoids oversubscription on small CPUs.
+``trained_run``: a run trained for a few seconds on mnist-sample (a mix of verdicts to compare)."""
 import pytest
 import torch
+
+from ctxbudget.cli import main
+
+# natural training for 2 epochs, then ε0 ramps to 0.05 over 3: about 10 % clean and 20-30 % verified error
+TRAIN = ["data.name=mnist-sample", "data.train_limit=1000", "data.test_limit=40", "optim.batch_size=50",
+         "optim.epochs=6", "schedule.start=3", "schedule.length=3", "model.name=dm-small", "num_threads=1",
+         "budget.eps0=0.05", "optim.lr=0.002"]
 
 
 @pytest.fixture(autouse=True)
@@ -9,3 +17,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, defaults_config):
+    """A learned-budget run (DM-small, ε0 = 0.05) trained for 6 short epochs; do not write into it."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    sets = sum((["--set", s] for s in TRAIN), [])
+    assert main(["train", "--config", defaults_config, "--out", str(out), "--no-progress", "--device", "cpu"] + sets) == 0
+    return out

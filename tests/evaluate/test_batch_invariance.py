@@ -4,24 +4,10 @@ tolerance of 0, which these examples are not near)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from ctxbudget.cli import main
 from ctxbudget.evaluate import evaluate_model, load_split
 from ctxbudget.run import load_run
-
-TRAIN = ["data.name=mnist-sample", "data.train_limit=400", "data.test_limit=40", "optim.batch_size=50",
-         "optim.epochs=3", "schedule.start=1", "schedule.length=2", "model.name=dm-small", "num_threads=1",
-         "budget.eps0=0.1", "optim.lr=0.002"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, defaults_config):
-    out = tmp_path_factory.mktemp("inv") / "run"
-    sets = sum((["--set", s] for s in TRAIN), [])
-    assert main(["train", "--config", defaults_config, "--out", str(out), "--no-progress", "--device", "cpu"] + sets) == 0
-    return out
 
 
 def _verdicts(run_dir, batch_size: int, threads: int) -> dict[str, np.ndarray]:

@@ -25,6 +25,12 @@ the result is never weaker than that attack with the same generator; the targete
 a generator seeded from its state (:func:`_side_generator`) without advancing it, so this holds
 for every call of a sequence sharing one generator (an evaluation's batches).
 
+Randomness: either one ``generator`` for the batch (as above), or ``seeds`` — one integer per
+example (:func:`example_seeds`), from which each example draws its own starts (untargeted runs from
+a generator seeded with it, targeted runs from one seeded with its side seed). With ``seeds`` an
+example's attack does not depend on the other examples of its batch, on the batch size or on how
+the examples are split across processes (``evaluate`` under torchrun).
+
 An example is *broken* when some margin ``f_y − f_j`` (j ≠ y) is < 0 at a point of the box. The
 smallest margin over **all** classes is recorded at the clean point and at every iterate of every
 run (the best point is kept), so misclassified examples count as broken.
@@ -84,9 +90,43 @@ def _side_generator(generator: torch.Generator | None) -> torch.Generator | None
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
+def example_seeds(seed: int, column: str, indices: torch.Tensor | range) -> torch.Tensor:
+    """One attack seed per example (int64, in [0, 2^63)): a hash of (``seed``, ``column``, example
+    index), so an example's random starts are the same however the examples are batched or split."""
+    out = [int.from_bytes(hashlib.sha256(f"{int(seed)}:{column}:{int(i)}".encode()).digest()[:8], "little") >> 1
+           for i in indices]
+    return torch.tensor(out, dtype=torch.int64)
+
+
+class _Draws:
+    """Uniform [0, 1) draws of the attack's starts: from one generator for the whole batch, or per
+    example from generators seeded with ``seeds`` (untargeted) and their side seeds (targeted)."""
+
+    def __init__(self, generator: torch.Generator | None, seeds: torch.Tensor | None) -> None:
+        self.generator = generator
+        self.side: torch.Generator | None = None    # seeded from `generator` after the untargeted draws
+        self.each: tuple[list[torch.Generator], list[torch.Generator]] | None = None
+        if seeds is not None:
+            main = [torch.Generator().manual_seed(int(v)) for v in seeds.tolist()]
+            side = [torch.Generator().manual_seed(int(v) ^ _SIDE_SALT) for v in seeds.tolist()]
+            self.each = (main, side)
+
+    def uniform(self, shape: torch.Size, dtype: torch.dtype, device: torch.device, targeted: bool) -> torch.Tensor:
+        if self.each is None:
+            if targeted and self.side is None:
+                self.side = _side_generator(self.generator)
+            return torch.rand(shape, generator=self.side if targeted else self.generator, dtype=dtype).to(device)
+        return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype) for g in self.each[int(targeted)]]).to(device)
+
+
+#: XOR-ed into an example's seed for the generator of its targeted runs
+_SIDE_SALT = 0x5DEECE66D
+
+
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *,
                steps: int = 50, restarts: int = 1, targets: int = 3, step_factor: float = 2.5,
-               loss: str = "margin", generator: torch.Generator | None = None) -> AttackResult:
+               loss: str = "margin", generator: torch.Generator | None = None,
+               seeds: torch.Tensor | None = None) -> AttackResult:
     """Minimise the margin of ``model`` over the clipped box around ``x`` with per-pixel budgets.
 
     Args:
@@ -102,6 +142,8 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         loss: objective of the untargeted runs, ``"margin"`` (maximise ``max_{j≠y} f_j − f_y``) or
             ``"ce"`` (cross-entropy); the targeted runs use the targeted margin ``f_j − f_y``.
         generator: torch RNG for the random starts (reproducibility).
+        seeds: instead of ``generator``, one seed per example (B int64, :func:`example_seeds`):
+            each example draws its own starts, independent of its batch.
 
     Returns:
         AttackResult with the smallest margin (over all classes) seen at the clean point and every
@@ -112,6 +154,8 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
     if steps < 0 or restarts < 1 or targets < 0:
         raise ValueError(f"need steps >= 0, restarts >= 1 and targets >= 0, got {steps}, {restarts}, {targets}")
+    if seeds is not None and (generator is not None or tuple(seeds.shape) != (len(x),)):
+        raise ValueError("seeds: one per example (shape (B,)), and not together with a generator")
     x = x.detach()
     eps = eps.detach().to(x.dtype)
     lo, hi = input_box(x, eps)
@@ -123,14 +167,14 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         return AttackResult(min_margin=best, x_adv=search.best_x)
     everyone = torch.arange(len(x), device=x.device)
     constant = step_factor * eps / steps
+    draws = _Draws(generator, seeds)
     for _ in range(restarts):                                     # 1. untargeted, constant step
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        u = draws.uniform(x.shape, x.dtype, x.device, targeted=False)
         search.descend(everyone, lo + u * (hi - lo), None, lambda t: constant)
     n_targets = min(targets, int(clean_logits.shape[1]) - 1)
     ranked = _targets(clean_logits, y, n_targets)
-    side = _side_generator(generator)
     for k in range(n_targets):                                    # 2. targeted, cosine schedule
-        u = torch.rand(x.shape, generator=side, dtype=x.dtype).to(x.device)
+        u = draws.uniform(x.shape, x.dtype, x.device, targeted=True)
         start = torch.where(u < 0.5, lo, hi) if k % 2 == 0 else lo + u * (hi - lo)   # corner / uniform
         idx = (best >= 0).nonzero().flatten()                     # not broken yet
         if idx.numel():

@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..bounds.engine import or_list
+from ..devices import add_device_argument, evaluation_processes
 from ..errors import UserError
 from ..run import Run, load_run
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
@@ -21,10 +24,10 @@ from .visualize import visualize_run
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-def _load_run(run_dir: str) -> Run:
+def _load_run(run_dir: str, device: str | torch.device = "cpu") -> Run:
     if not Path(run_dir).is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    return load_run(run_dir)
+    return load_run(run_dir, device=device)
 
 
 # ----------------------------------------------------------------------------------------- evaluate
@@ -59,6 +62,7 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
                         "yet (default: 3; 0: the untargeted runs alone, the earlier attack)")
     p.add_argument("--attack-loss", choices=("margin", "ce"), default="margin", help="PGD objective (default: margin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts (default: 0)")
+    add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_evaluate)
     return p
@@ -76,13 +80,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
     if args.attack_steps < 0 or args.attack_targets < 0 or args.liu_limit < 0 or args.liu_iters < 0:
         raise UserError("--attack-steps, --attack-targets, --liu-limit and --liu-iters must be >= 0")
-    run = _load_run(args.run_dir)
-    results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, methods=methods,
-                           batch_size=args.batch_size, attack_steps=args.attack_steps,
-                           attack_restarts=args.attack_restarts, attack_targets=args.attack_targets,
-                           attack_loss=args.attack_loss,
-                           liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
-                           seed=args.seed, progress=False if args.no_progress else None)
+    with evaluation_processes(args.device) as (rank, device):
+        run = _load_run(args.run_dir, device)
+        results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, methods=methods,
+                               batch_size=args.batch_size, attack_steps=args.attack_steps,
+                               attack_restarts=args.attack_restarts, attack_targets=args.attack_targets,
+                               attack_loss=args.attack_loss,
+                               liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
+                               seed=args.seed, progress=False if args.no_progress or rank else None,
+                               write=rank == 0)
+    if rank:
+        return 0                                   # torchrun: rank 0 prints and writes
     print(format_results_table(results))
     if "contextuality" in results:
         print(format_contextuality(results["contextuality"]))

@@ -38,6 +38,7 @@ from ..contextuality import budget_contextuality
 from ..data import ImageDataset, get_dataset
 from ..errors import UserError
 from ..run import Run, atomic_write_bytes
+from .ranks import current_shard, max_seconds
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
 from .steps import AttackSettings, budget_column, clean_predictions, liu_column, module_device
@@ -63,6 +64,10 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
                    strict: bool = True, return_records: bool = False) -> Any:
     """Evaluate ``classifier`` under the budgets of ``threat`` and under uniform ``threat.eps0``.
 
+    Each batch runs on the classifier's device (``images`` stay where they are). Under ``torchrun``
+    (a default process group) rank r evaluates every W-th batch and every rank returns the whole
+    result, equal to one process's (``ranks.py``).
+
     Args:
         classifier: N×C×H×W → N×K logits (switched to eval mode, as is the threat model).
         threat: budget model (``forward(x) -> ε``, ``.eps0``, ``.kind``), e.g. ``LearnedBudget``.
@@ -75,7 +80,8 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
         liu_limit: number of leading examples for the (expensive) Liu et al. column; 0 skips it.
         liu_method / liu_iters / liu_lr: bound method and optimiser settings of ``liu_max_volume``.
         bound_fn: margin lower-bound function (default: ``ctxbudget.bounds``); tests inject others.
-        seed: seed of the attack's random starts.
+        seed: seed of the attack's random starts: example i of column k draws from its own seed
+            (``attack.example_seeds(seed, k, i)``), whatever the batch size or process split.
         progress: tqdm bars (default: only when stderr is a terminal).
         strict: raise ``SoundnessError`` on a violation of the soundness invariant (else count them).
         return_records: also return per-example arrays (``EvalResult.records()``).
@@ -90,13 +96,13 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     settings = AttackSettings(steps=attack_steps, restarts=attack_restarts, targets=attack_targets, loss=attack_loss,
                               seed=seed)
     images, labels, eps0 = _checked_inputs(threat, images, labels)
-    gen = torch.Generator().manual_seed(seed)
     classifier.eval()
     threat.eval()
     seconds: dict[str, float] = {}
+    shard = current_shard()                                    # torchrun: this rank's batches; else all
 
     t = time.perf_counter()
-    pred = clean_predictions(classifier, images, batch_size)
+    pred = clean_predictions(classifier, images, batch_size, shard)
     correct = pred == labels.cpu().numpy()
     seconds["clean"] = time.perf_counter() - t
 
@@ -106,8 +112,8 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     columns: dict[str, BudgetColumn] = {}
     violations: list[str] = []
     for kind, budget in kinds.items():
-        columns[kind], secs = budget_column(classifier, budget, kind, images, labels, correct, methods, settings, gen,
-                                            bound_fn, batch_size, progress)
+        columns[kind], secs = budget_column(classifier, budget, kind, images, labels, correct, methods, settings,
+                                            bound_fn, batch_size, progress, shard)
         seconds.update(secs)
         violations += column_violations(columns[kind], labels.cpu().numpy(), methods)
     raise_if_any(violations, strict)
@@ -116,12 +122,13 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
 
     t = time.perf_counter()
     liu, liu_violations = liu_column(classifier, images, labels, eps0, liu_limit, method=liu_method, iters=liu_iters,
-                                     lr=liu_lr, settings=settings, generator=gen, bound_fn=bound_fn,
-                                     batch_size=batch_size, progress=progress)
+                                     lr=liu_lr, settings=settings, bound_fn=bound_fn,
+                                     batch_size=batch_size, progress=progress, shard=shard)
     seconds["liu2019"] = time.perf_counter() - t
     violations += liu_violations
     raise_if_any(violations, strict)
     seconds["total"] = time.perf_counter() - t_total
+    seconds = max_seconds(seconds, module_device(classifier))
     result = EvalResult(eps0=eps0, dims=int(images[0].numel()), methods=methods, labels=labels.cpu().numpy(),
                         prediction=pred, columns=columns, liu=liu if liu.n else None, violations=violations,
                         attack=settings.as_dict(), seconds=seconds)

@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from ..bounds.verify import BoundFn, Verdict, certify
 from ..budgets import input_box, log_volume
-from .attack import pgd_attack
+from .attack import example_seeds, pgd_attack
 from .liu2019 import liu_max_volume
+from .ranks import ONE_PROCESS, Shard, gather_strings, merge_owned
 from .result import BudgetColumn, LiuColumn
 
 
@@ -56,11 +57,16 @@ def batches(n: int, size: int) -> list[slice]:
 
 
 @torch.no_grad()
-def clean_predictions(classifier: nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Arg-max class of every image (N, int64); each batch runs on the classifier's device."""
+def clean_predictions(classifier: nn.Module, images: torch.Tensor, batch_size: int,
+                      shard: Shard = ONE_PROCESS) -> np.ndarray:
+    """Arg-max class of every image (N, int64); each batch runs on the classifier's device, and
+    ``shard`` says which batches this process computes (``ranks``: the others come from the other ranks)."""
     dev = module_device(classifier)
-    return torch.cat([classifier(on(dev, images[s])[0]).argmax(1).cpu()
-                      for s in batches(len(images), batch_size)]).numpy()
+    n = len(images)
+    pred = np.zeros(n, np.int64)
+    for s in shard.mine(batches(n, batch_size)):
+        pred[s] = classifier(on(dev, images[s])[0]).argmax(1).cpu().numpy()
+    return merge_owned({"pred": pred}, shard.owned(n, batches(n, batch_size)), dev)["pred"]
 
 
 def verify_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, correct: torch.Tensor,
@@ -72,17 +78,21 @@ def verify_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: t
 
 
 def attack_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
-                 settings: AttackSettings, generator: torch.Generator) -> np.ndarray:
-    """Smallest margin PGD reaches in the box (B, logit units; < 0: broken)."""
+                 settings: AttackSettings, column: str, indices: torch.Tensor | range) -> np.ndarray:
+    """Smallest margin PGD reaches in the box (B, logit units; < 0: broken). Example ``indices[i]``
+    (its index in the evaluated set) draws its starts from its own seed for ``column``
+    (``attack.example_seeds``): the result does not depend on batching or on how ranks split the set."""
+    seeds = example_seeds(settings.seed, column, indices)
     return pgd_attack(classifier, x, y, eps, steps=settings.steps, restarts=settings.restarts,
-                      targets=settings.targets, loss=settings.loss, generator=generator).min_margin.cpu().numpy()
+                      targets=settings.targets, loss=settings.loss, seeds=seeds).min_margin.cpu().numpy()
 
 
 def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
-                  correct: np.ndarray, methods: Sequence[str], settings: AttackSettings, generator: torch.Generator,
-                  bound_fn: Optional[BoundFn], batch_size: int, progress: bool) -> tuple[BudgetColumn, dict[str, float]]:
+                  correct: np.ndarray, methods: Sequence[str], settings: AttackSettings,
+                  bound_fn: Optional[BoundFn], batch_size: int, progress: bool,
+                  shard: Shard = ONE_PROCESS) -> tuple[BudgetColumn, dict[str, float]]:
     """Verify and attack every example under ``budget`` (a threat model ``x → ε``); each batch runs
-    on the classifier's device.
+    on the classifier's device; this process computes ``shard``'s batches, the other ranks the rest.
 
     Returns the column and the seconds spent ``{"verify_KIND": …, "attack_KIND": …}``.
     """
@@ -94,7 +104,7 @@ def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: t
     att, logv = np.zeros(n, np.float32), np.zeros(n)
     t_verify = t_attack = 0.0
     dev = module_device(classifier)
-    for s in tqdm(batches(n, batch_size), desc=f"{kind} budgets", disable=not progress, leave=False):
+    for s in tqdm(shard.mine(batches(n, batch_size)), desc=f"{kind} budgets", disable=not progress, leave=False):
         x, y = on(dev, images[s], labels[s])
         t = time.perf_counter()
         with torch.no_grad():
@@ -106,16 +116,22 @@ def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: t
         logv[s] = log_volume(eps).cpu().numpy()
         t_verify += time.perf_counter() - t
         t = time.perf_counter()
-        att[s] = attack_batch(classifier, x, y, eps, settings, generator)
+        att[s] = attack_batch(classifier, x, y, eps, settings, kind, range(s.start, s.stop))
         t_attack += time.perf_counter() - t
-    col = BudgetColumn(kind=kind, lower=lower, tol=tol, verified=verified, rechecked=rechecked, attack_margin=att,
-                       log_volume=logv)
+    arrays = {"att": att, "logv": logv, **{f"{name}:{m}": d[m] for name, d in
+                                           (("lower", lower), ("tol", tol), ("verified", verified), ("rechecked", rechecked))
+                                           for m in methods}}
+    arrays = merge_owned(arrays, shard.owned(n, batches(n, batch_size)), dev)
+    pick = lambda name: {m: arrays[f"{name}:{m}"] for m in methods}
+    col = BudgetColumn(kind=kind, lower=pick("lower"), tol=pick("tol"), verified=pick("verified"),
+                       rechecked=pick("rechecked"), attack_margin=arrays["att"], log_volume=arrays["logv"])
     return col, {f"verify_{kind}": t_verify, f"attack_{kind}": t_attack}
 
 
 def liu_column(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps0: float, limit: int, *,
-               method: str, iters: int, lr: float, settings: AttackSettings, generator: torch.Generator,
-               bound_fn: Optional[BoundFn], batch_size: int, progress: bool) -> tuple[LiuColumn, list[str]]:
+               method: str, iters: int, lr: float, settings: AttackSettings,
+               bound_fn: Optional[BoundFn], batch_size: int, progress: bool,
+               shard: Shard = ONE_PROCESS) -> tuple[LiuColumn, list[str]]:
     """Liu et al. (2019) on the first ``limit`` examples; their certificates are attacked with
     ``settings`` (soundness). Returns the column and the violations found (strings). Each batch runs
     on the classifier's device."""
@@ -126,14 +142,19 @@ def liu_column(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     violations: list[str] = []
     kwargs: dict[str, Any] = {} if bound_fn is None else {"bound_fn": bound_fn}
     dev = module_device(classifier)
-    for s in tqdm(batches(n_liu, batch_size), desc="liu2019", disable=not progress, leave=False):
+    for s in tqdm(shard.mine(batches(n_liu, batch_size)), desc="liu2019", disable=not progress, leave=False):
         x, y = on(dev, images[s], labels[s])
         res = liu_max_volume(classifier, x, y, method=method, iters=iters, lr=lr, progress=progress, **kwargs)
         logv[s] = res.log_volume.cpu().numpy()
         ok[s] = res.certified.cpu().numpy() & (res.log_volume.cpu().numpy() >= dims * math.log(eps0))
         cert = res.certified.nonzero().flatten()
         if cert.numel() and settings.steps > 0:
-            margin = attack_batch(classifier, x[cert], y[cert], res.eps[cert], settings, generator)
+            margin = attack_batch(classifier, x[cert], y[cert], res.eps[cert], settings, "liu2019",
+                                  (s.start + cert.cpu()).tolist())
             violations += [f"example {s.start + int(i)} certified by {method} on its Liu et al. budgets but broken "
                            f"by PGD (margin {m:.4g})" for i, m in zip(cert.tolist(), margin) if m < 0]
-    return LiuColumn(n=n_liu, method=method, log_volume=logv, verified=ok), violations
+    owned = shard.owned(n, batches(n_liu, batch_size))
+    owned[n_liu:] = shard.rank == 0                     # not evaluated (NaN, False): rank 0's copy
+    merged = merge_owned({"logv": logv, "ok": ok}, owned, dev)
+    return (LiuColumn(n=n_liu, method=method, log_volume=merged["logv"], verified=merged["ok"]),
+            gather_strings(violations))

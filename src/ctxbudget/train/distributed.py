@@ -42,6 +42,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise ValueError(f"unknown device {name!r} (auto | cpu | cuda | cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r} (auto | cpu | cuda | cuda:N)")
     return device
 
 
