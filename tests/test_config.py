@@ -26,7 +26,9 @@ def test_paper_experiments_have_configs():
                      "mnist-learned-0.6", "mnist-learned-0.8", "cifar10-learned-8", "cifar10-uniform-8",
                      "cifar10-learned-32", "cifar10-uniform-32", "watermarked-mnist-learned-0.3",
                      "watermarked-mnist-uniform-0.3", "doubled-cifar10-learned-16", "doubled-cifar10-uniform-16",
-                     "organamnist-learned-16", "organamnist-uniform-16"]:
+                     "organamnist-learned-16", "organamnist-uniform-16", "cifar10-jpeg-learned-8",
+                     "cifar10-jpeg-uniform-8", "cifar10-jpeg-learned-32", "cifar10-jpeg-uniform-32",
+                     "doubled-cifar10-jpeg-learned-16", "doubled-cifar10-jpeg-uniform-16"]:
         assert required in names
 
 
@@ -47,10 +49,20 @@ def test_overrides_parse_types():
     ({"optim": {"epochs": "ten"}}, "integer"),
     ({"loss": {"method": "crown"}}, "loss.method"),
     ({"schedule": {"kind": "cosine"}}, "schedule.kind"),
+    ({"data": {"name": "image-folder"}}, "data.path is required"),
+    ({"data": {"path": "x.tar.gz"}}, "data.path is read only with data.name image-folder"),
+    ({"data": {"name": "cifar10-jpeg", "classes": ["a", "b"]}}, "data.classes is read only"),
+    ({"data": {"name": "image-folder", "path": "x", "classes": ["a"]}}, "at least 2"),
+    ({"data": {"name": "image-folder", "path": "x", "classes": "a,b"}}, "list of names"),
 ])
 def test_bad_configs_rejected(data, match):
     with pytest.raises(UserError, match=match):
         config_from_dict(data)
+
+
+def test_image_folder_keys():
+    cfg = load_config(None, ["data.name=image-folder", "data.path=imgs.zip", "data.classes=[cat, 0, dog]"])
+    assert cfg.data.path == "imgs.zip" and cfg.data.classes == ["cat", "0", "dog"]    # YAML's 0 read as a name
 
 
 def test_bad_override_syntax():

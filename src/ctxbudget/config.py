@@ -32,6 +32,10 @@ EVAL_METHODS = DIFFERENTIABLE_METHODS
 class DataConfig:
     name: str = "mnist-sample"            # registered data set (ctxbudget data list)
     root: str | None = None               # data root as given (stored so); None → $CTXBUDGET_DATA, else ~/.cache/ctxbudget
+    path: str | None = None               # image-folder only: folder or .tar/.tar.gz/.zip with train/<class>/, test/<class>/
+                                          # (as given; a relative path is relative to the working directory)
+    classes: list[str] | None = None      # image-folder only: class folders in label order; None → sorted (training
+                                          # records the order it used here)
     download: bool = False                # fetch missing files (MD5-checked)
     augment: bool = False                 # random crop (pad 4) + horizontal flip, CIFAR style
     train_limit: int | None = None        # use only the first N training examples (quick runs)
@@ -130,6 +134,21 @@ class RunConfig:
             return {("budget", "generator"), ("budget", "generator_padding"), ("budget", "generator_precision")}
         return set() if b.generator == "context" else {("budget", "generator_padding")}
 
+    def _validate_data_source(self) -> None:
+        """data.path / data.classes: required / allowed only for a data set built per path (image-folder)."""
+        from .data.registry import takes_path
+
+        d = self.data
+        if takes_path(d.name):
+            if not d.path:
+                raise UserError(f"data.path is required with data.name {d.name!r}: a folder or a .tar/.tar.gz/.zip "
+                                "archive holding train/<class>/ and test/<class>/")
+            if d.classes is not None and len(d.classes) < 2:
+                raise UserError(f"data.classes must name at least 2 class folders (or be null: sorted), got {d.classes!r}")
+        elif d.path is not None or d.classes is not None:
+            key = "data.path" if d.path is not None else "data.classes"
+            raise UserError(f"{key} is read only with data.name image-folder (data.name is {d.name!r}); remove it")
+
     def validate(self) -> RunConfig:
         """Raise ``UserError`` naming the key for any setting that cannot work."""
         from .train.schedules import RAMP_KINDS
@@ -190,6 +209,7 @@ class RunConfig:
             raise UserError(f"eval.method must be {or_list(EVAL_METHODS)}, got {self.eval.method!r}")
         if self.eval.every < 1:
             raise UserError("eval.every must be ≥ 1")
+        self._validate_data_source()
         for key in ("train_limit", "test_limit"):
             limit = getattr(self.data, key)
             if limit is not None and limit < 1:
@@ -229,6 +249,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise UserError(f"{key} must be a string, got {value!r}")
         return value
+    if text.startswith("list[str]"):           # YAML reads folder names such as 0, 1 as integers
+        if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise UserError(f"{key} must be a list of names, got {value!r}")
+        return [str(v) for v in value]
     if text.startswith("list"):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise UserError(f"{key} must be a list of integers, got {value!r}")

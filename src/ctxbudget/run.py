@@ -28,7 +28,7 @@ from torch import nn
 
 from .budgets import BudgetModel, LearnedBudget, UniformBudget
 from .config import RunConfig, config_from_dict, dump_config, read_yaml
-from .data import get_info
+from .data import DatasetInfo, get_info
 from .errors import UserError
 from .models import BudgetGenerator, get_model
 from .runtime import generator_dtype
@@ -81,7 +81,7 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
 
 #: settings that may change when a run is resumed; anything else would change what was trained.
 RESUMABLE_KEYS = ("optim.epochs", "optim.lr_milestones", "optim.lr_decay", "eval.method", "eval.every",
-                  "eval.batch_size", "data.root", "data.download", "num_threads", "device", "deterministic",
+                  "eval.batch_size", "data.root", "data.path", "data.download", "num_threads", "device", "deterministic",
                   "fused_relu", "description")
 
 
@@ -287,7 +287,8 @@ class Run:
 
     ``config``: the run's resolved :class:`RunConfig` (``config_dict``: the same as a nested dict);
     ``input_shape``: (C, H, W) of its data set's images; ``meta``: which checkpoint was loaded
-    (``checkpoint`` path, ``epoch`` and ``step`` where the file records them)."""
+    (``checkpoint`` path, ``epoch`` and ``step`` where the file records them); ``info``: its data
+    set's :class:`~ctxbudget.data.DatasetInfo` (None where unknown)."""
 
     run_dir: Path
     config: RunConfig
@@ -295,6 +296,7 @@ class Run:
     threat: BudgetModel
     input_shape: tuple[int, int, int]
     meta: dict = field(default_factory=dict)
+    info: DatasetInfo | None = None
 
     @property
     def eps0(self) -> float:
@@ -320,6 +322,11 @@ class Run:
     @property
     def dataset(self) -> str:
         return self.config.data.name
+
+    @property
+    def data_label(self) -> str:
+        """How tables and figures name the data source, e.g. ``"cifar10-jpeg (CIFAR-10, JPEG copy)"``."""
+        return self.info.label if self.info is not None else self.dataset
 
     @property
     def data_root(self) -> str | None:
@@ -354,7 +361,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     if not path.is_file():
         raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
     state = Checkpoint.load(path, map_location=device)
-    info = get_info(cfg.data.name)
+    info = get_info(cfg.data.name, cfg.data.path, cfg.data.classes)
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std, device=device)
     load_weights(classifier, state.classifier, path, cfg)
     if isinstance(threat, LearnedBudget):
@@ -369,4 +376,4 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     meta: dict[str, Any] = {k: v for k, v in (("epoch", state.epoch), ("step", state.step)) if v is not None}
     meta["checkpoint"] = str(path)
     return Run(run_dir=run_dir, config=cfg, classifier=classifier, threat=threat, input_shape=info.input_shape,
-               meta=meta)
+               meta=meta, info=info)

@@ -118,11 +118,11 @@ def compare_budget_maps(images: ArrayLike, rows: Sequence[tuple[str, ArrayLike, 
     return fig
 
 
-def training_curves(metrics: Sequence[dict]) -> Figure:
+def training_curves(metrics: Sequence[dict], title: str | None = None) -> Figure:
     """Clean / verified error (train and test, %) and ε0 against epoch, from ``metrics.jsonl`` rows
     (keys ``epoch``, ``split``, ``clean_err``, ``verified_err``, ``eps0``); where the test rows carry
     contextuality (``input_dependent_share``, ``ratio_*``), a third panel plots it, so a
-    position-fixed mask shows as the share falling towards 0."""
+    position-fixed mask shows as the share falling towards 0. ``title``: above the panels."""
     test_ctx = sorted((r for r in metrics if str(r.get("split")) == "test" and r.get("input_dependent_share") is not None),
                       key=lambda r: r["epoch"])
     panels = 3 if test_ctx else 2
@@ -164,12 +164,17 @@ def training_curves(metrics: Sequence[dict]) -> Figure:
             ax_ratio.legend(fontsize=6, loc="upper right")
         ax_ctx.set(xlabel="epoch", ylabel="share (%)", ylim=(0, 100), title="contextuality (test)")
         ax_ctx.legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
+    else:
+        fig.tight_layout()
     return fig
 
 
-def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *, bins: int = 60) -> Figure:
-    """Histogram of all budgets ε_i (pixel units) with l, ε0 and u marked."""
+def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *, bins: int = 60,
+                     title: str | None = None) -> Figure:
+    """Histogram of all budgets ε_i (pixel units) with l, ε0 and u marked; ``title`` prefixes the axes title."""
     e = _np(eps).reshape(-1).astype(np.float64)
     fig, ax = plt.subplots(figsize=(5.0, 3.0))
     lo_edge = min(lower, float(e.min())) if e.size else lower
@@ -179,7 +184,8 @@ def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *,
     for v, name, style in ((lower, "l", ":"), (eps0, "ε0", "-"), (upper, "u", "--")):
         ax.axvline(v, color="tab:red", linestyle=style, label=f"{name} = {v:.3g}")
     ax.set(xlabel="budget ε_i (pixel units)", ylabel="share of dimensions (%)",
-           title=f"budgets: geometric mean {np.exp(np.log(np.clip(e, 1e-300, None)).mean()):.3g}")
+           title=(f"{title}: " if title else "")
+           + f"budgets: geometric mean {np.exp(np.log(np.clip(e, 1e-300, None)).mean()):.3g}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

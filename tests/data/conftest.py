@@ -111,3 +111,82 @@ def write_organ() -> Callable[..., dict[str, np.ndarray]]:
         return arrays
 
     return write
+
+
+# ------------------------------------------------------------------------- image folders (Pillow)
+FOLDER_CLASSES = ("cat", "ant", "bee")      # unsorted on purpose: labels follow the sorted names
+
+
+def folder_pixels(split: str, cls: str, i: int, size: int = 8, channels: int = 3) -> np.ndarray:
+    """The deterministic uint8 H×W×C (H×W for one channel) image number ``i`` of ``split/cls``."""
+    import zlib
+
+    rng = np.random.default_rng(zlib.crc32(f"{split}/{cls}/{i}".encode()))
+    shape = (size, size) if channels == 1 else (size, size, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def write_image_folder(folder: Path, *, per_class: dict[str, int] | None = None, size: int = 8,
+                       jpeg_class: Optional[str] = "bee", wrapper: str = "") -> Path:
+    """``folder/[wrapper/]{train,test}/<class>/<i>.png`` (``jpeg_class``: JPEG files), 8×8 RGB images;
+    ``per_class``: images per class in train (test: half, at least 1). Returns the folder."""
+    from PIL import Image
+
+    per_class = per_class or {"cat": 4, "ant": 4, "bee": 4}
+    base = folder / wrapper if wrapper else folder
+    for split in ("train", "test"):
+        for cls, n in per_class.items():
+            d = base / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n if split == "train" else max(1, n // 2)):
+                img = Image.fromarray(folder_pixels(split, cls, i, size))
+                if cls == jpeg_class:
+                    img.save(d / f"{i:03d}.jpg", quality=95)
+                else:
+                    img.save(d / f"{i:03d}.png")
+    return folder
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    """Pack the contents of ``folder`` into ``archive`` (.tar, .tar.gz or .zip by its suffix)."""
+    import tarfile
+    import zipfile
+
+    files = sorted(p for p in folder.rglob("*"))
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for p in files:
+                zf.write(p, p.relative_to(folder).as_posix())
+    else:
+        with tarfile.open(archive, "w:gz" if archive.name.endswith(".gz") else "w") as tf:
+            for p in files:
+                tf.add(p, p.relative_to(folder).as_posix(), recursive=False)
+    return archive
+
+
+@pytest.fixture
+def image_folder(tmp_path, monkeypatch):
+    """``image_folder(name="tiny", **kw)``: a tiny image folder (see :func:`write_image_folder`) under
+    ``tmp_path``; the decoded-copy cache goes to ``tmp_path/cache`` and the in-process copies are cleared."""
+    from ctxbudget.data import imagefolder
+
+    monkeypatch.setenv("CTXBUDGET_CACHE", str(tmp_path / "cache"))
+    imagefolder.clear_cache()
+
+    def make(name: str = "tiny", **kw) -> Path:
+        return write_image_folder(tmp_path / name, **kw)
+
+    yield make
+    imagefolder.clear_cache()
+
+
+@pytest.fixture(name="pack")
+def pack_fixture() -> Callable[[Path, Path], Path]:
+    """The :func:`pack` archiver (as a fixture, so tests need not import this conftest)."""
+    return pack
+
+
+@pytest.fixture(name="folder_pixels")
+def folder_pixels_fixture() -> Callable[..., np.ndarray]:
+    """The :func:`folder_pixels` image factory."""
+    return folder_pixels

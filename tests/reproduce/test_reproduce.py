@@ -128,3 +128,30 @@ def test_keys_a_run_never_reads_do_not_make_a_mismatch(real_root, tmp_path):
     assert plans[0].status == "resume"                       # dense ignores the padding
     with pytest.raises(UserError, match=r"another config \(budget.generator differ"):
         plan_experiment("table3", tmp_path, rows=["learned-0.3"], overrides=["budget.generator=conv"], **kw)
+
+
+def test_jpeg_tables_name_the_data_source(tmp_path, capsys):
+    """table2-jpeg / table4-jpeg: the JPEG-copy configs, their own cpu schedule, and "JPEG copy" in
+    the table's data line, every row and the JSON, also for rows not run."""
+    from ctxbudget.config import load_config
+    from ctxbudget.reproduce.experiments import schedule_overrides
+    from ctxbudget.reproduce.runner import config_path
+
+    for name, dataset, limit in (("table2-jpeg", "cifar10-jpeg", "50000"), ("table4-jpeg", "doubled-cifar10-jpeg", "20000")):
+        exp = EXPERIMENTS[name]
+        assert exp.dataset == dataset and [r.name for r in exp.rows] == [r.name for r in EXPERIMENTS[name[:6]].rows]
+        assert [r.paper for r in exp.rows] == [r.paper for r in EXPERIMENTS[name[:6]].rows]
+        _, plans = plan_experiment(name, tmp_path, schedule="cpu", data_dir=str(tmp_path / "nodata"))
+        assert {p.status for p in plans} == {"unavailable"} and "cifar10-jpeg.tar.gz" in plans[0].reason
+        for row in exp.rows:
+            kind = "uniform" if "uniform" in row.name else "learned"
+            ovr = schedule_overrides(exp, row, "cpu", kind)
+            cfg = load_config(config_path(row.config), ovr)
+            assert (cfg.model.name, cfg.optim.epochs, cfg.data.train_limit) == ("dm-small", 35, int(limit))
+            assert cfg.schedule.start == 6 and cfg.schedule.length == 20 and cfg.optim.lr_milestones == [30]
+        md = run_experiment(name, tmp_path, schedule="cpu", data_dir=str(tmp_path / "nodata"), table_only=True,
+                            log=lambda s: None).read_text()
+        assert "JPEG copy)." in md.splitlines()[2]                              # Data: … (…, JPEG copy).
+        rows = [line for line in md.splitlines() if any(line.startswith(f"| {r.name} |") for r in exp.rows)]
+        assert len(rows) == len(exp.rows) and all("JPEG copy" in line for line in rows)
+        assert "JPEG copy" in json.loads((tmp_path / f"{name}.json").read_text())["data_source"]

@@ -69,7 +69,7 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
         if attack_steps > 0:
             res = pgd_attack(classifier, images, y, eps, steps=attack_steps, generator=gen)
             _check_soundness(kind, verdicts, res.min_margin.double())
-    names = _class_names(run.dataset)
+    names = _class_names(run)
     reports = []
     for i in range(len(images)):
         stats = {}
@@ -106,8 +106,11 @@ def _check_soundness(kind: str, verdicts: dict[str, Verdict], attack_margin: tor
                                  f"PGD margin {float(attack_margin[i]):.6g})")
 
 
-def _class_names(dataset: str) -> list[str]:
+def _class_names(run: Run) -> list[str]:
+    d = run.config.data
+    if d.classes is not None:     # an image folder's class order, recorded at training
+        return list(d.classes)
     try:
-        return list(get_info(dataset).classes)
-    except ValueError:            # a user data set registered in another process
+        return list(get_info(d.name, d.path).classes)
+    except (ValueError, UserError):   # a user data set registered in another process; image folder not here
         return []

@@ -8,8 +8,11 @@ Images are float32 ``N×C×H×W`` in [0, 1], labels int64 ``N``; ``ds.info`` car
 names and the Normalize statistics; ``ds.regions`` (bool ``N×1×H×W`` or None) marks the pixels
 that carry the label. Real data sets are read from the data root (argument, else
 ``$CTXBUDGET_DATA``, else ``~/.cache/ctxbudget``), one folder per set (``mnist/``, ``cifar10/``,
-``organamnist/``), and downloaded only with ``download=True``. Your own data: ``register_dataset``
-(arrays or a ``Dataset``) or, for full control over loading, ``register(name, DatasetSpec(…))``.
+``cifar10-jpeg/``, ``organamnist/``), and downloaded only with ``download=True``. Your own data:
+image files in class folders (a folder or an archive) as ``get_dataset("image-folder", split,
+path=…)`` (``data.name: image-folder``, ``data.path``; see :mod:`ctxbudget.data.imagefolder`),
+``register_dataset`` (arrays or a ``Dataset``) or, for full control over loading,
+``register(name, DatasetSpec(…))``.
 """
 from __future__ import annotations
 

@@ -67,6 +67,8 @@ class DatasetInfo:
         classes: human-readable class names, ``len(classes) == num_classes``.
         mean, std: per-channel statistics for the model's ``Normalize`` layer (pixel units in
             ``[0, 1]``); ``(0.0,)``/``(1.0,)`` means identity.
+        title: how tables and figures name the data source (e.g. ``"CIFAR-10, JPEG copy"``);
+            empty: the name. See :attr:`label`.
     """
 
     name: str
@@ -75,6 +77,12 @@ class DatasetInfo:
     classes: list[str] = field(default_factory=list)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    title: str = ""
+
+    @property
+    def label(self) -> str:
+        """``"name (title)"`` where a title is set, else the name: what tables and figures show."""
+        return f"{self.name} ({self.title})" if self.title else self.name
 
 
 class ImageDataset(Dataset):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -19,17 +19,21 @@ def save_preview(
     seed: int = 0,
     show_regions: bool = False,
     download: bool = False,
+    *,
+    path: Optional[PathLike] = None,
+    classes: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write a PNG grid with one row per class and ``per_class`` random examples of that class
     (chosen with ``seed``; the data set itself is built with the same ``seed``). Rows are
     labelled ``"k: class name"``. With ``show_regions`` the label-carrying region of each example
-    (if the data set has one) is outlined in yellow. Returns the path written."""
+    (if the data set has one) is outlined in yellow. ``path``/``classes``: the folder or archive of
+    ``image-folder`` (see :func:`ctxbudget.data.get_dataset`). Returns the path written."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    ds = get_dataset(name, split, root=root, seed=seed, download=download)
+    ds = get_dataset(name, split, root=root, seed=seed, download=download, path=path, classes=classes)
     info = ds.info
     c, h, w = info.input_shape
     g = torch.Generator().manual_seed(int(seed))
@@ -60,7 +64,7 @@ def save_preview(
                 ax.contour(ds.regions[idx[j], 0].float().numpy(), levels=[0.5], colors="yellow", linewidths=0.6)
     fig_h = fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig_h))
-    fig.suptitle(f"{info.name} ({split}, n={len(ds)}, seed={seed})", fontsize=10, y=1 - 0.08 / fig_h, va="top")
+    fig.suptitle(f"{info.label} ({split}, n={len(ds)}, seed={seed})", fontsize=10, y=1 - 0.08 / fig_h, va="top")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -154,7 +154,8 @@ def _checked_inputs(threat: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 def load_split(run: Run, split: str = "test", data_dir: str | None = None) -> ImageDataset:
     """The run's data set split (``ctxbudget.data.get_dataset``), same synthetic seed as training."""
-    return get_dataset(run.dataset, split, root=data_dir or run.data_root, seed=run.config.data.seed)
+    d = run.config.data
+    return get_dataset(run.dataset, split, root=data_dir or run.data_root, seed=d.seed, path=d.path, classes=d.classes)
 
 
 def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, data_dir: str | None = None,
@@ -176,7 +177,7 @@ def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, dat
         images, labels = images[:limit], labels[:limit]
         regions = regions[:limit] if regions is not None else None
     results, rec = evaluate_model(run.classifier, run.threat, images, labels, return_records=True, **kwargs)
-    results = {"run_dir": str(run.run_dir), "dataset": run.dataset, "split": split,
+    results = {"run_dir": str(run.run_dir), "dataset": run.dataset, "data_source": run.data_label, "split": split,
                "checkpoint": checkpoint_info(run),
                "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": run.alpha_lo,
                             "alpha_hi": run.alpha_hi}, **results}

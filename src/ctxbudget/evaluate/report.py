@@ -128,9 +128,11 @@ def markdown_table(results: Sequence[dict], names: Iterable[str] | None = None) 
 
     Rows are sorted by target ε0, uniform before learned. ``names`` (optional) adds a run column.
     "examples" gives n per column (the Liu et al. column covers only the first ``n_liu2019``);
-    "weights" names the checkpoint file and epoch evaluated.
+    "weights" names the checkpoint file and epoch evaluated; a "data" column names the data source
+    of each row where the results record it (``data_source``, e.g. ``cifar10-jpeg (CIFAR-10, JPEG copy)``).
     """
     names = list(names) if names is not None else None
+    with_data = any("data_source" in r for r in results)
     rows = []
     for i, r in enumerate(results):
         train = r.get("training", {})
@@ -140,12 +142,16 @@ def markdown_table(results: Sequence[dict], names: Iterable[str] | None = None) 
         ve = r["verified_err"]
         row = [format_eps(target), f"{kind} {format_eps(eps0)}", _pct(r["clean_err"]), _pct(ve.get("liu2019")),
                _pct(ve.get("uniform")), _pct(ve.get("learned")), examples_text(r), checkpoint_text(r)]
+        if with_data:
+            row.append(str(r.get("data_source") or r.get("dataset") or "–"))
         if names is not None:
             row.append(names[i])
         rows.append(((target, kind != "uniform", eps0), row))
     rows.sort(key=lambda t: t[0])
     head = ["target ε0", "training", "clean err. (%)", "verified err. Liu et al. 2019 (%)",
             "verified err. uniform (%)", "verified err. learned (%)", "examples", "weights"]
+    if with_data:
+        head.append("data")
     if names is not None:
         head.append("run")
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]

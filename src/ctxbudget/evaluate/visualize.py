@@ -37,20 +37,22 @@ def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | Non
         eps = run.budgets(x)
         pred = run.classifier(x).argmax(1)
     classes = list(getattr(ds.info, "classes", []) or []) or None
+    source = getattr(ds.info, "label", None) or run.dataset         # names the data source in every title
     fig = viz.budget_grid(x, eps, upper, labels=ds.labels[idx].tolist(), preds=pred.tolist(), class_names=classes,
                           per_channel=per_channel,
-                          title=f"{run.dataset}: {run.kind} budgets, ε0 = {run.eps0:.4g}, u = {upper:.4g} (label / prediction)")
+                          title=f"{source}: {run.kind} budgets, ε0 = {run.eps0:.4g}, u = {upper:.4g} (label / prediction)")
     paths += viz.save_figure(fig, out / "budget_maps")
     metrics = run.metrics()
     if metrics:
-        paths += viz.save_figure(viz.training_curves(metrics), out / "training_curves")
+        paths += viz.save_figure(viz.training_curves(metrics, title=source), out / "training_curves")
     m = min(max(stats_limit, 1), n)
     with torch.no_grad():
         all_eps = torch.cat([run.budgets(ds.images[i:min(i + 256, m)]) for i in range(0, m, 256)])
-    paths += viz.save_figure(viz.budget_histogram(all_eps, run.eps0, lower, upper), out / "budget_hist")
+    paths += viz.save_figure(viz.budget_histogram(all_eps, run.eps0, lower, upper, title=source),
+                             out / "budget_hist")
     flat = all_eps.flatten().double()
-    stats: dict = {"dataset": run.dataset, "split": split, "kind": run.kind, "n": m, "eps0": run.eps0,
-                   "lower": lower, "upper": upper, "mean": float(flat.mean()), "min": float(flat.min()),
+    stats: dict = {"dataset": run.dataset, "data_source": source, "split": split, "kind": run.kind, "n": m,
+                   "eps0": run.eps0, "lower": lower, "upper": upper, "mean": float(flat.mean()), "min": float(flat.min()),
                    "max": float(flat.max()), "geo_mean": float(flat.clamp_min(1e-300).log().mean().exp())}
     regions = getattr(ds, "regions", None)
     if m >= 2:

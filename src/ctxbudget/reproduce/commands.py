@@ -18,7 +18,8 @@ Rows whose data set is not on this machine are listed as not run, with the reaso
 schedules:
   paper   every row's config as it is (the paper's schedule; hours per run on a CPU)
   cpu     a shortened schedule for a 2-core CPU (20k images, 20 epochs, Adam 2e-3; see
-          ctxbudget.reproduce.experiments.SCHEDULES)
+          ctxbudget.reproduce.experiments.SCHEDULES); table2-jpeg / table4-jpeg (CIFAR-10's
+          JPEG copy): DM-small, 35 epochs, 50k / 20k images
 
 examples:
   ctxbudget reproduce --list

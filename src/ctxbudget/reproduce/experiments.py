@@ -10,6 +10,11 @@ epochs, ramp from epoch 2 over 60; the uniform MNIST baselines with CROWN-IBP's 
 200 epochs). ``cpu`` is this project's shortened schedule for a 2-core CPU, a documented deviation
 listed in :data:`SCHEDULES` (see the comment there).
 
+``table2-jpeg`` and ``table4-jpeg`` are Tables 2 and 4 on CIFAR-10's JPEG copy (``cifar10-jpeg``,
+``doubled-cifar10-jpeg``), with their own ``cpu`` schedule (:data:`_CIFAR_JPEG_CPU`); every row's note
+and the table's data line say "JPEG copy", and the paper's numbers (on the official data) are shown
+for reference.
+
 ``fast`` is not in the paper: Table 1's ε0 = 0.4 pair (and learned ε0 = 0.8) trained with Shi et
 al.'s (2021) fast recipe (``mnist-{uniform,learned}-0.4-fast``: BatchNorm, IBP initialisation,
 warm-up regularisers, 70 epochs), with the paper's Table 1 numbers for reference. ``ablation`` adds
@@ -64,12 +69,23 @@ def _p(clean=None, liu2019=None, uniform=None, learned=None) -> dict:
 #: MNIST baselines use DM-small on the same schedule instead of the paper's DM-large (200 epochs).
 _CPU = ("data.train_limit=20000", "data.test_limit=2000", "optim.epochs=20", "schedule.start=6",
         "schedule.length=10", "optim.lr=0.002", "optim.lr_milestones=[17]")
+#: The ``cpu`` schedule of the rows on CIFAR-10's JPEG copy (``table2-jpeg``, ``table4-jpeg``), added to ``_CPU``:
+#: DM-small for the learned rows too (their configs name DM-large, as the paper does), 35 epochs (natural 1–5, ε0 ramp
+#: over epochs 6–25, 10 epochs at the target, learning rate ×0.1 after epoch 30); ``table2-jpeg`` trains on all 50,000
+#: images, ``table4-jpeg`` keeps 20,000 (its 36×64 images cost 2.3× as much). Measured with one thread (CPU time):
+#: a learned DM-small epoch (context head, CROWN-IBP) takes about 1.0 s per 1,000 CIFAR images (uniform: 0.4 s;
+#: natural epochs 0.1 s), evaluating 1,000 test images about 13 s (+3 s for the Liu et al. column on 100): about
+#: 29 min per learned row and 12–13 min per uniform row on one core, evaluation of all 10,000 test images included.
+_CIFAR_JPEG_CPU = ("model.name=dm-small", "optim.epochs=35", "schedule.length=20",
+                   "optim.lr_milestones=[30]")
 SCHEDULES: dict[str, dict[str, tuple[str, ...]]] = {
     "paper": {"learned": (), "uniform": ()},
     "cpu": {"learned": _CPU, "uniform": ("model.name=dm-small", *_CPU)},
 }
 
 # --------------------------------------------------------------------------- the paper's tables
+_JPEG_NOTE = "JPEG copy of CIFAR-10 (paper: the official data)"
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         "table1", "Table 1: MNIST (α_lo = 0.5, α_hi = 2.0)", "mnist",
@@ -88,6 +104,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
          Row("learned-32", "cifar10-learned-32", _p(63.34, 82.0, 98.56, 69.31))),
         claim="learned budgets beat uniform ones on CIFAR-10 at 8/255 and 32/255"),
     Experiment(
+        "table2-jpeg", "Table 2 on CIFAR-10's JPEG copy (cifar10-jpeg; α_lo = 0.125, α_hi = 2.0)", "cifar10-jpeg",
+        (Row("uniform-8", "cifar10-jpeg-uniform-8", _p(54.02, 64.11, 67.11, 67.75), note=_JPEG_NOTE),
+         Row("learned-8", "cifar10-jpeg-learned-8", _p(49.34, 65.99, 86.42, 60.72), note=_JPEG_NOTE),
+         Row("uniform-32", "cifar10-jpeg-uniform-32", _p(80.63, 84.73, 85.03, 85.11), note=_JPEG_NOTE),
+         Row("learned-32", "cifar10-jpeg-learned-32", _p(63.34, 82.0, 98.56, 69.31), note=_JPEG_NOTE)),
+        claim="learned budgets beat uniform ones on CIFAR-10 at 8/255 and 32/255 (here on the JPEG copy, whose "
+              "pixels differ from the official data by a few levels; the paper's numbers are on the official data)",
+        cpu=(*_CIFAR_JPEG_CPU, "data.train_limit=50000")),
+    Experiment(
         "table3", "Table 3: Watermarked MNIST (α_lo = 0.125, α_hi = 2.5)", "watermarked-mnist",
         (Row("uniform-0.3", "watermarked-mnist-uniform-0.3", _p(50.90, None, 55.54, None), note="paper: DM-large"),
          Row("learned-0.3", "watermarked-mnist-learned-0.3", _p(1.99, None, None, 11.00)),
@@ -100,6 +125,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         (Row("uniform-16", "doubled-cifar10-uniform-16", _p(73.16, None, 81.29, None)),
          Row("learned-16", "doubled-cifar10-learned-16", _p(56.11, None, None, 63.24))),
         claim="learned budgets are large on the half the border says to ignore, and beat uniform ones"),
+    Experiment(
+        "table4-jpeg", "Table 4 on CIFAR-10's JPEG copy: Doubled CIFAR-10 built from it (doubled-cifar10-jpeg; "
+        "ε0 = 16/255, α_lo = 0.0625, α_hi = 1.5)", "doubled-cifar10-jpeg",
+        (Row("uniform-16", "doubled-cifar10-jpeg-uniform-16", _p(73.16, None, 81.29, None), note=_JPEG_NOTE),
+         Row("learned-16", "doubled-cifar10-jpeg-learned-16", _p(56.11, None, None, 63.24), note=_JPEG_NOTE)),
+        claim="learned budgets are large on the half the border says to ignore, and beat uniform ones (here on "
+              "Doubled CIFAR-10 built from the JPEG copy; the paper's numbers are on the official data)",
+        cpu=_CIFAR_JPEG_CPU),
     Experiment(
         "doubled-mnist", "Table 4's construction on MNIST digits (not in the paper; ε0 = 0.3, α_lo = 0.125, "
         "α_hi = 2.5)", "doubled-mnist",

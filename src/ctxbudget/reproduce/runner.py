@@ -24,7 +24,7 @@ from typing import Any, Callable
 from .. import run as rundir
 from ..budgets import UniformBudget
 from ..config import RunConfig, load_config
-from ..data import resolve_data_root
+from ..data import get_info, resolve_data_root
 from ..data.registry import get_spec
 from ..errors import UserError
 from ..evaluate.evaluate import evaluate_model, evaluate_run, load_split
@@ -243,7 +243,7 @@ def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule:
     head = ["row", "schedule", "generator head", "clean err. ours / paper", "verified Liu et al. ours / paper",
             "verified uniform ours / paper", "verified learned ours / paper", "PGD err. ours", "n test (Liu)",
             "epochs", "train time", "note"]
-    lines = [f"# {exp.title}", "", f"Paper's claim: {exp.claim}.", "",
+    lines = [f"# {exp.title}", "", f"Data: {get_info(exp.dataset).label}.", "", f"Paper's claim: {exp.claim}.", "",
              f"Schedule: `{schedule}`. Errors in %; \"verified\" = certified by IBP or CROWN-IBP (best per "
              "example); ours on the test examples counted in the n column, the paper's on the full test set.", "",
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
@@ -253,7 +253,7 @@ def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule:
             status = s["reason"] or f"not finished ({s['status']})"
             cells = [s["row"], schedule, "–",
                      *[f"not run / {_paper(p.get(k))}" for k in ("clean", "liu2019", "uniform", "learned")],
-                     "–", "–", "–", "–", status]
+                     "–", "–", "–", "–", f"{status}; {s['note']}" if s["note"] else status]
         else:
             o = s["ours"]
             mins = s["train_seconds"] / 60
@@ -280,5 +280,6 @@ def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule:
     out_dir.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")
     (out_dir / f"{exp.name}.json").write_text(json.dumps({"experiment": exp.name, "schedule": schedule,
+                                                          "data_source": get_info(exp.dataset).label,
                                                           "rows": summaries}, indent=2, default=str) + "\n")
     return md

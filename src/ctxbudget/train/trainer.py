@@ -83,9 +83,13 @@ class Trainer:
         _seed_everything(cfg.seed)
 
         d = cfg.data
-        train = get_dataset(d.name, "train", root=d.root, download=d.download, seed=d.seed)
-        test = get_dataset(d.name, "test", root=d.root, download=d.download, seed=d.seed)
+        train = get_dataset(d.name, "train", root=d.root, download=d.download, seed=d.seed, path=d.path,
+                            classes=d.classes)
+        test = get_dataset(d.name, "test", root=d.root, download=d.download, seed=d.seed, path=d.path,
+                           classes=d.classes)
         self.info = train.info
+        if d.path is not None and d.classes is None:    # record the class order (an image folder's), so that
+            d.classes = list(train.info.classes)         # evaluation labels the images as training did
         n_train = len(train) if d.train_limit is None else min(d.train_limit, len(train))
         n_test = len(test) if d.test_limit is None else min(d.test_limit, len(test))
         self.train_x = train.images[:n_train].to(self.device)
