@@ -307,3 +307,24 @@ def test_packaged_quickstart_models_certify_without_data(monkeypatch, tmp_path, 
         assert main(["certify", name, str(tmp_path / "digit.npy"), "--out", str(tmp_path / "maps"), "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert doc["images"][0]["prediction"] == int(get_dataset("mnist-sample", "test").labels[0])
+
+
+def test_register_into_the_packaged_registry_only_from_a_checkout_and_within_budget(finished_run, tmp_path, monkeypatch):
+    import ctxbudget.registry.register as reg
+
+    monkeypatch.delenv(MODELS_ENV, raising=False)
+    installed = tmp_path / "site-packages" / "ctxbudget" / "pretrained"
+    monkeypatch.setattr(reg, "packaged_root", lambda: installed)
+    monkeypatch.setattr("ctxbudget.registry.manifest.packaged_root", lambda: installed)
+    with pytest.raises(RegistryError, match="installed package"):
+        register_run(finished_run, "x")
+    checkout = tmp_path / "repo" / "src" / "ctxbudget" / "pretrained"
+    checkout.mkdir(parents=True)
+    (tmp_path / "repo" / "pyproject.toml").write_text("")
+    monkeypatch.setattr(reg, "packaged_root", lambda: checkout)
+    monkeypatch.setattr("ctxbudget.registry.manifest.packaged_root", lambda: checkout)
+    monkeypatch.setattr(reg, "SIZE_BUDGET", 1000)
+    with pytest.raises(RegistryError, match="budget .*--not-stored"):
+        register_run(finished_run, "x")
+    assert register_run(finished_run, "x", stored=False).root == checkout
+    assert not list(checkout.glob("*.pt"))
