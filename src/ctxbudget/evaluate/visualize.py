@@ -27,7 +27,7 @@ def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | Non
                   stats_limit: int = 1000, dataset: ImageDataset | None = None) -> dict:
     """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats.
 
-    For a registered model ``out_dir`` must lie outside the registry (``run.output_dir_for``)."""
+    For a registered model ``out_dir`` must lie outside the registry (``ctxbudget.run.output_dir_for``)."""
     out = output_dir_for(run, out_dir)
     ds = dataset if dataset is not None else load_split(run, split, data_dir)
     n = int(ds.images.shape[0])
