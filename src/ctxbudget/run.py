@@ -352,10 +352,11 @@ def output_dir_for(run: Run, out: str | Path | None = None, sub: str = "") -> Pa
     """Where a command writes ``run``'s results or figures: ``out`` if given, else ``run.output_dir / sub``.
 
     For a registered model, a UserError instead of a folder inside the registry (which is never
-    written), and instead of the default ``runs/NAME`` when that folder holds a training run of its own."""
+    written), and instead of the default ``runs/NAME`` when that folder holds a training run of its own.
+    (``run`` may be any object with the attributes used: objects without ``model`` count as run directories.)"""
+    if getattr(run, "model", None) is None:
+        return Path(out) if out is not None else Path(run.run_dir) / sub
     target = Path(out) if out is not None else run.output_dir / sub
-    if run.model is None:
-        return target
     if out is None and is_run_dir(run.output_dir):
         raise UserError(f"{run.output_dir} holds a training run, not the outputs of registered model {run.model}; "
                         "give --out DIR")
