@@ -9,7 +9,8 @@ from ctxbudget.cli import main
 
 @pytest.mark.parametrize("argv", [[], ["train"], ["evaluate"], ["visualize"], ["report"], ["data"],
                                   ["data", "info"], ["data", "preview"], ["data", "list"], ["configs"],
-                                  ["export"], ["certify"]])
+                                  ["export"], ["certify"], ["models"], ["models", "list"], ["models", "show"],
+                                  ["models", "register"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--help"])

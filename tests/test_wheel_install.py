@@ -4,7 +4,8 @@ Builds the wheel from a copy of the sources, installs it with ``--no-deps`` into
 reuses this interpreter's site-packages for torch & co. (no download; the test environment's own
 ctxbudget is not visible there: only plain paths of that folder are added, not its ``.pth`` hooks),
 and runs ``configs``, a one-epoch quick start, ``evaluate``, ``visualize``, ``report``, ``export``
-and ``certify`` from a directory outside the repository. Slow (about a minute): runs with ``CTXBUDGET_SLOW_TESTS=1``
+and ``certify`` from a directory outside the repository, then lists the pretrained models the wheel
+ships and certifies with one of them (no training, no data). Slow (about a minute): runs with ``CTXBUDGET_SLOW_TESTS=1``
 (as in CI).
 """
 import importlib.util
@@ -35,7 +36,7 @@ def test_wheel_quickstart_outside_the_repository(tmp_path):
     shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "CTXBUDGET_MODELS")}
     env["OMP_NUM_THREADS"] = "1"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     dist = tmp_path / "dist"
@@ -45,6 +46,8 @@ def test_wheel_quickstart_outside_the_repository(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "ctxbudget/configs/quickstart.yaml" in names and "ctxbudget/py.typed" in names
     assert "ctxbudget/data/mnist_sample.npz" in names
+    assert "ctxbudget/pretrained/manifest.json" in names
+    assert any(n.startswith("ctxbudget/pretrained/quickstart-learned-") and n.endswith(".pt") for n in names)
     assert not any(n.startswith(("tests/", "configs/")) for n in names)
 
     env_dir = tmp_path / "venv"
@@ -77,3 +80,10 @@ def test_wheel_quickstart_outside_the_repository(tmp_path):
           "np.save('digit.npy', d.get_dataset('mnist-sample', 'test').images[0, 0].numpy())"], work, env)
     out = _run([exe, "certify", "runs/quick", "digit.npy", "--out", "maps"], work, env)
     assert "prediction" in out and (work / "maps/digit-budgets.png").is_file()
+
+    listed = _run([exe, "models", "list"], work, env)             # the registry inside the installed wheel
+    for name in ("quickstart-learned", "quickstart-uniform"):
+        assert name in listed
+    assert str(site) in listed
+    out = _run([exe, "certify", "quickstart-learned", "digit.npy", "--out", "pretrained-maps"], work, env)
+    assert "CERTIFIED" in out and (work / "pretrained-maps/digit-budgets.png").is_file()

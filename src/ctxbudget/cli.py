@@ -1,4 +1,4 @@
-"""Command line: ``ctxbudget {train,evaluate,visualize,report,data,configs,export,certify,reproduce} …``
+"""Command line: ``ctxbudget {train,evaluate,visualize,report,data,configs,export,certify,reproduce,models} …``
 (also ``python -m ctxbudget``).
 
 This module only parses arguments and dispatches; each subcommand lives beside the code it drives
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate.commands import add_evaluate_parser, add_report_parser, add_visualize_parser
     from .export.commands import add_export_parser
     from .presets import add_configs_parser
+    from .registry.commands import add_models_parser
     from .reproduce.commands import add_reproduce_parser
     from .train.commands import add_train_parser
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_configs_parser(sub)
     add_export_parser(sub)
     add_certify_parser(sub)
+    add_models_parser(sub)
     return parser
 
 

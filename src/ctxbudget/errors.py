@@ -8,3 +8,9 @@ class UserError(Exception):
 
 class SoundnessError(RuntimeError):
     """A certified example was broken by an attack: a bound is not a true bound. Never expected."""
+
+
+class RegistryError(UserError, ValueError):
+    """The model registry cannot do what was asked: an unknown name, a weights file whose size or
+    sha256 differs from the manifest, a run that cannot be registered. A ``UserError`` (one line on
+    the command line) and a ``ValueError`` (for callers of the Python API)."""

@@ -8,6 +8,8 @@ Layout of a run directory::
     checkpoints/last.pt    everything needed to resume (weights, optimizer, step, RNG states)
     checkpoints/best.pt    the epoch with the lowest test verified error at the target ε0
     final.pt               final weights of classifier and generator (written when training ends)
+    final_weights.pt       the same weights in float32 as a registrable file, with its sha256 in
+                           final_weights.json (``ctxbudget.final_weights``; ``ctxbudget models register``)
 
 Checkpoints are written to a temporary file in the same folder, fsync'ed and renamed, so a crash
 never leaves a half-written file behind.
@@ -288,7 +290,8 @@ class Run:
     ``config``: the run's resolved :class:`RunConfig` (``config_dict``: the same as a nested dict);
     ``input_shape``: (C, H, W) of its data set's images; ``meta``: which checkpoint was loaded
     (``checkpoint`` path, ``epoch`` and ``step`` where the file records them); ``info``: its data
-    set's :class:`~ctxbudget.data.DatasetInfo` (None where unknown)."""
+    set's :class:`~ctxbudget.data.DatasetInfo` (None where unknown); ``model``: the name of the
+    registered model it was loaded from (``load_run(NAME)``), None for a run directory."""
 
     run_dir: Path
     config: RunConfig
@@ -297,6 +300,14 @@ class Run:
     input_shape: tuple[int, int, int]
     meta: dict = field(default_factory=dict)
     info: DatasetInfo | None = None
+    model: Optional[str] = None
+
+    @property
+    def output_dir(self) -> Path:
+        """Where ``evaluate`` and ``visualize`` write by default: the run directory; for a registered
+        model (``model`` is its name, ``run_dir`` the read-only registry folder) ``runs/NAME`` under
+        the working directory, so the registry is never written."""
+        return Path("runs") / self.model if self.model is not None else self.run_dir
 
     @property
     def eps0(self) -> float:
@@ -340,27 +351,55 @@ class Run:
         return self.threat.limits()
 
     def metrics(self) -> list[dict]:
-        return read_metrics(self.run_dir)
+        """The rows of ``metrics.jsonl`` (none for a registered model: the registry keeps no metrics)."""
+        return [] if self.model is not None else read_metrics(self.run_dir)
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "final") -> Run:
-    """Load a run directory for evaluation (``checkpoint`` = final | best | last).
+def output_dir_for(run: Run, out: str | Path | None = None, sub: str = "") -> Path:
+    """Where a command writes ``run``'s results or figures: ``out`` if given, else ``run.output_dir / sub``.
 
-    ``final`` falls back to ``last`` when training has not finished. Models are in eval mode.
+    For a registered model, a UserError instead of a folder inside the registry (which is never
+    written), and instead of the default ``runs/NAME`` when that folder holds a training run of its own.
+    (``run`` may be any object with the attributes used: objects without ``model`` count as run directories.)"""
+    if getattr(run, "model", None) is None:
+        return Path(out) if out is not None else Path(run.run_dir) / sub
+    target = Path(out) if out is not None else run.output_dir / sub
+    if out is None and is_run_dir(run.output_dir):
+        raise UserError(f"{run.output_dir} holds a training run, not the outputs of registered model {run.model}; "
+                        "give --out DIR")
+    registry = Path(run.run_dir).resolve()
+    resolved = target.resolve()
+    if resolved == registry or registry in resolved.parents:
+        raise UserError(f"{target} is inside the model registry {run.run_dir}, which is never written; give --out DIR")
+    return target
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "final", *,
+             registry: str | Path | None = None) -> Run:
+    """Load a run directory, or a registered model by name, for evaluation (``checkpoint`` = final | best | last).
+
+    A run directory (a folder holding ``config.yaml``) wins; otherwise ``run_dir`` is looked up as the
+    name of a registered model (``ctxbudget models list``; registry folder ``registry``, else
+    ``$CTXBUDGET_MODELS``, else the packaged one), whose weights file is checked against the sha256 of
+    the manifest. ``final`` falls back to ``last`` when training has not finished; a registered
+    model has final weights only. Models are in eval mode.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} not found")
-    cfg = read_config(run_dir)
-    choices = {"final": FINAL, "best": BEST, "last": LAST}
-    if checkpoint not in choices:
-        raise UserError(f"checkpoint must be one of {sorted(choices)}, got {checkpoint!r}")
-    path = run_dir / choices[checkpoint]
-    if checkpoint == "final" and not path.is_file():
-        path = run_dir / LAST
-    if not path.is_file():
-        raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
-    state = Checkpoint.load(path, map_location=device)
+    path = Path(run_dir)
+    if not is_run_dir(path):
+        from .registry import find_model, load_model, unknown_target
+
+        entry = find_model(str(run_dir), root=registry)
+        if entry is not None:
+            return load_model(entry, device=device, checkpoint=checkpoint)
+        if not path.exists():
+            raise unknown_target(str(run_dir))
+    return _load_run_dir(path, device, checkpoint)
+
+
+def assemble_run(cfg: RunConfig, state: Checkpoint, path: Path, run_dir: Path, device: str | torch.device = "cpu",
+                 model: str | None = None) -> Run:
+    """Build the networks ``cfg`` describes, load ``state``'s weights (read from ``path``), put them in
+    eval mode at the target ε0 and wrap them in a :class:`Run`."""
     info = get_info(cfg.data.name, cfg.data.path, cfg.data.classes)
     classifier, threat = build_models(cfg, info.input_shape, info.num_classes, info.mean, info.std, device=device)
     load_weights(classifier, state.classifier, path, cfg)
@@ -376,4 +415,21 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     meta: dict[str, Any] = {k: v for k, v in (("epoch", state.epoch), ("step", state.step)) if v is not None}
     meta["checkpoint"] = str(path)
     return Run(run_dir=run_dir, config=cfg, classifier=classifier, threat=threat, input_shape=info.input_shape,
-               meta=meta, info=info)
+               meta=meta, info=info, model=model)
+
+
+def _load_run_dir(run_dir: Path, device: str | torch.device, checkpoint: str) -> Run:
+    """``load_run`` for a run directory."""
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} not found")
+    cfg = read_config(run_dir)
+    choices = {"final": FINAL, "best": BEST, "last": LAST}
+    if checkpoint not in choices:
+        raise UserError(f"checkpoint must be one of {sorted(choices)}, got {checkpoint!r}")
+    path = run_dir / choices[checkpoint]
+    if checkpoint == "final" and not path.is_file():
+        path = run_dir / LAST
+    if not path.is_file():
+        raise UserError(f"{run_dir} holds no trained weights yet ({choices[checkpoint]} / {LAST} missing)")
+    state = Checkpoint.load(path, map_location=device)
+    return assemble_run(cfg, state, path, run_dir, device=device)

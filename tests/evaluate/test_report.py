@@ -39,7 +39,7 @@ def test_missing_results_and_dirs(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(UserError, match="run 'ctxbudget evaluate .*run' first"):
         report([tmp_path / "run"])
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="no run directory or registered model named .*nope"):
         report([tmp_path / "nope"])
 
 

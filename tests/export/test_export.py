@@ -153,7 +153,7 @@ def test_export_errors_exit_2(tiny_run_dir, tmp_path, capsys, argv, needle):
 
 def test_export_missing_run_exit_2(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none"), "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
-    assert "not found" in capsys.readouterr().err
+    assert "no run directory or registered model named" in capsys.readouterr().err
 
 
 def test_onnx_missing_dependency_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..evaluate import parse_methods
+from ..evaluate.commands import RUN_HELP
 from ..run import load_run
 from .core import certify_images
 from .images import read_image
@@ -28,6 +29,7 @@ either dimension is reported (a note on stderr, "resize_note" in --json).
 
 examples:
   ctxbudget certify runs/quick digit.png
+  ctxbudget certify quickstart-learned digit.png      # a pretrained model: no training, no data needed
   ctxbudget certify runs/quick a.png b.npy --label 7 --label 3 --bounds ibp,crown-ibp,crown --json
   ctxbudget certify runs/quick scan.jpg --invert      # dark digit on white paper, MNIST model
 """
@@ -36,7 +38,7 @@ examples:
 def add_certify_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("certify", help="certify image files (prediction, certificates, budget map)",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN", help="trained run directory")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG or .npy files")
     p.add_argument("--bounds", default="ibp,crown-ibp",
                    help="bound methods, comma-separated (ibp, crown-ibp, crown, alpha-crown)")
@@ -97,7 +99,8 @@ def run_certify(args: Any) -> int:
         r["resize_note"] = loaded[i].note
         r["budget_map"] = str(save_figure(fig, out / f"{name}-budgets", formats=("png",))[0])
     if args.json:
-        print(json.dumps({"run_dir": str(run.run_dir), "methods": methods, "images": reports}, indent=2))
+        model = {"model": run.model} if run.model is not None else {}
+        print(json.dumps({"run_dir": str(run.run_dir), **model, "methods": methods, "images": reports}, indent=2))
         return 0
     for r in reports:
         label = "" if r["correct"] is None else f", label {r['label']} ({'correct' if r['correct'] else 'WRONG'})"

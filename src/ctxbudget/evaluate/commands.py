@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..bounds.engine import or_list
 from ..devices import add_device_argument, evaluation_processes
 from ..errors import UserError
-from ..run import Run, load_run
+from ..run import load_run, output_dir_for
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .liu2019 import LIU_METHODS, check_liu_method
 from .report import format_contextuality, format_results_table, report
@@ -24,10 +22,8 @@ from .visualize import visualize_run
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-def _load_run(run_dir: str, device: str | torch.device = "cpu") -> Run:
-    if not Path(run_dir).is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    return load_run(run_dir, device=device)
+#: the RUN_DIR argument of every command that reads a trained model
+RUN_HELP = "run directory written by 'ctxbudget train', or a registered model's name ('ctxbudget models list')"
 
 
 # ----------------------------------------------------------------------------------------- evaluate
@@ -39,9 +35,12 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
                     "budgets eps(x) and under uniform eps0 for each bound method and the per-example best;\n"
                     "verified error by Liu et al. (2019) (per-example volume maximisation); PGD attack error\n"
                     "inside the same boxes (soundness check: no certified example may be broken).\n"
-                    "Writes RUN_DIR/results.json and RUN_DIR/per_example.npz and prints a table.",
+                    "Writes RUN_DIR/results.json and RUN_DIR/per_example.npz (a registered model: runs/NAME/,\n"
+                    "or --out) and prints a table.",
         epilog="example: ctxbudget evaluate runs/mnist-learned-0.4 --limit 1000 --bounds ibp,crown-ibp")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'ctxbudget train'")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_HELP)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for results.json and per_example.npz (default: RUN_DIR; a registered model: runs/NAME)")
     p.add_argument("--split", default="test", help="data split to evaluate on (default: test)")
     p.add_argument("--bounds", default=",".join(DEFAULT_METHODS),
                    help="comma-separated bound methods among ibp, crown-ibp, crown, alpha-crown "
@@ -81,9 +80,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.attack_steps < 0 or args.attack_targets < 0 or args.liu_limit < 0 or args.liu_iters < 0:
         raise UserError("--attack-steps, --attack-targets, --liu-limit and --liu-iters must be >= 0")
     with evaluation_processes(args.device) as (rank, device):
-        run = _load_run(args.run_dir, device)
-        results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, methods=methods,
-                               batch_size=args.batch_size, attack_steps=args.attack_steps,
+        run = load_run(args.run_dir, device=device)
+        out = output_dir_for(run, args.out)
+        results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, out_dir=out,
+                               methods=methods, batch_size=args.batch_size, attack_steps=args.attack_steps,
                                attack_restarts=args.attack_restarts, attack_targets=args.attack_targets,
                                attack_loss=args.attack_loss,
                                liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
@@ -94,7 +94,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_results_table(results))
     if "contextuality" in results:
         print(format_contextuality(results["contextuality"]))
-    print(f"wrote {Path(args.run_dir) / 'results.json'} and {Path(args.run_dir) / 'per_example.npz'}")
+    print(f"wrote {out / 'results.json'} and {out / 'per_example.npz'}")
     return 0
 
 
@@ -107,8 +107,9 @@ def add_visualize_parser(sub: Any) -> argparse.ArgumentParser:
                     "and a histogram of budgets; budget_stats.json holds the contextuality statistics (with the\n"
                     "mean budget inside vs outside the label regions where the data set has them) and the\n"
                     "blindness diagnostic.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'ctxbudget train'")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/figures)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_HELP)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: RUN_DIR/figures; a registered model: runs/NAME/figures)")
     p.add_argument("--indices", default=None, metavar="I,J,…", help="comma-separated example indices to draw")
     p.add_argument("--num", type=int, default=8, metavar="N", help="draw the first N examples (default: 8)")
     p.add_argument("--per-channel", action="store_true", help="for RGB inputs also draw one budget map per channel")
@@ -138,10 +139,10 @@ def _parse_indices(text: str | None, num: int, total: int) -> list[int]:
 def run_visualize(args: argparse.Namespace) -> int:
     if args.stats_limit < 1:
         raise UserError(f"--stats-limit must be >= 1, got {args.stats_limit}")
-    run = _load_run(args.run_dir)
+    run = load_run(args.run_dir)
+    out = output_dir_for(run, args.out, "figures")
     ds = load_split(run, args.split, args.data_dir)
     idx = _parse_indices(args.indices, args.num, int(ds.images.shape[0]))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
     res = visualize_run(run, out, indices=idx, per_channel=args.per_channel, split=args.split,
                         stats_limit=args.stats_limit, dataset=ds)
     s = res["stats"]
@@ -160,8 +161,11 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         "report", help="paper-style Markdown table from several evaluated runs", formatter_class=_FMT,
         description="Collect RUN_DIR/results.json of several runs (written by 'ctxbudget evaluate') into a\n"
                     "Markdown table in the layout of the paper's Tables 1-4: target eps0, training budgets,\n"
-                    "clean error, verified error by Liu et al. (2019) / uniform / learned budgets (in %).")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
+                    "clean error, verified error by Liu et al. (2019) / uniform / learned budgets (in %). A\n"
+                    "registered model's name stands for the results.json it was registered with.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="evaluated run directories (or folders holding a results.json), or registered models' names "
+                        "(their committed results)")
     p.add_argument("--out", default=None, metavar="FILE.md", help="also write the table to this file")
     p.set_defaults(func=run_report)
     return p

@@ -16,7 +16,7 @@ Pixel units throughout: images B×C×H×W in [0, 1], budgets ε of the same shap
 The steps (``steps.py``: clean predictions, verify / attack a batch, a budget column, the Liu et al.
 column) fill a typed :class:`~ctxbudget.evaluate.result.EvalResult`. Entry points:
 :func:`evaluate_model` (explicit objects, returns the JSON-safe summary) and :func:`evaluate_run`
-(a trained run directory: loads data, writes ``results.json`` and ``per_example.npz``).
+(a trained run directory or registered model: loads data, writes ``results.json`` and ``per_example.npz``).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from ..budgets import UniformBudget
 from ..contextuality import budget_contextuality
 from ..data import ImageDataset, get_dataset
 from ..errors import UserError
-from ..run import Run, atomic_write_bytes
+from ..run import Run, atomic_write_bytes, output_dir_for
 from .ranks import current_shard, max_seconds
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
@@ -160,13 +160,15 @@ def load_split(run: Run, split: str = "test", data_dir: str | None = None) -> Im
 
 def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, data_dir: str | None = None,
                  write: bool = True, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                 **kwargs: Any) -> dict:
+                 out_dir: str | Path | None = None, **kwargs: Any) -> dict:
     """Evaluate a loaded run (``ctxbudget.run.load_run``): its classifier under ``run.threat``.
 
     Loads ``split`` of the run's data set (unless ``images``/``labels`` are given), keeps the first
     ``limit`` examples, calls :func:`evaluate_model` with ``kwargs`` and, if ``write``, saves
-    ``RUN_DIR/results.json`` and ``RUN_DIR/per_example.npz`` (arrays named as in the records).
+    ``results.json`` and ``per_example.npz`` (arrays named as in the records) into ``out_dir``,
+    by default the run directory (for a registered model ``runs/NAME``: ``run.output_dir``).
     """
+    out = output_dir_for(run, out_dir) if write else None      # refuse a bad folder before the work
     regions = None
     if images is None or labels is None:
         ds = load_split(run, split, data_dir)
@@ -177,7 +179,8 @@ def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, dat
         images, labels = images[:limit], labels[:limit]
         regions = regions[:limit] if regions is not None else None
     results, rec = evaluate_model(run.classifier, run.threat, images, labels, return_records=True, **kwargs)
-    results = {"run_dir": str(run.run_dir), "dataset": run.dataset, "data_source": run.data_label, "split": split,
+    results = {"run_dir": str(run.run_dir), **({"model": run.model} if run.model is not None else {}),
+               "dataset": run.dataset, "data_source": run.data_label, "split": split,
                "checkpoint": checkpoint_info(run),
                "training": {"kind": run.kind, "eps0": float(run.eps0), "alpha_lo": run.alpha_lo,
                             "alpha_hi": run.alpha_hi}, **results}
@@ -186,8 +189,8 @@ def evaluate_run(run: Run, *, split: str = "test", limit: int | None = None, dat
         results["contextuality"] = budget_contextuality(lambda x: run.threat(x.to(dev)).cpu(), images.cpu(),
                                                         dataset_name=run.dataset,
                                                         regions=None if regions is None else regions.cpu())
-    if write:
-        write_results(Path(run.run_dir), results, rec)
+    if out is not None:
+        write_results(out, results, rec)
     return results
 
 

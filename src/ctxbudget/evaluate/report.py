@@ -110,10 +110,16 @@ def contextuality_table(results: Sequence[dict], names: Sequence[str]) -> str:
 
 
 def load_results(run_dir: str | Path) -> dict:
-    """Read ``RUN_DIR/results.json``; UserError if the directory or the file is missing/corrupt."""
+    """Read ``RUN_DIR/results.json``, or a registered model's committed results when ``run_dir`` is no
+    folder but a model's name; UserError if neither, or if the file is missing/corrupt."""
+    if not Path(run_dir).is_dir():
+        from ..registry import find_model, unknown_target
+
+        entry = find_model(str(run_dir))
+        if entry is None:
+            raise unknown_target(str(run_dir))
+        return entry.results
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
     path = run_dir / "results.json"
     if not path.is_file():
         raise UserError(f"{path} not found; run 'ctxbudget evaluate {run_dir}' first")

@@ -17,7 +17,7 @@ import torch
 from .. import viz
 from ..contextuality import contextuality_of
 from ..data import ImageDataset
-from ..run import Run
+from ..run import Run, atomic_write_bytes, output_dir_for
 from .blindness import blindness_stats
 from .evaluate import load_split
 
@@ -25,11 +25,13 @@ from .evaluate import load_split
 def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | None = None, num: int = 8,
                   per_channel: bool = False, split: str = "test", data_dir: str | None = None,
                   stats_limit: int = 1000, dataset: ImageDataset | None = None) -> dict:
-    """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats."""
+    """Write the figures and ``budget_stats.json`` of ``run`` into ``out_dir``; return paths + stats.
+
+    For a registered model ``out_dir`` must lie outside the registry (``ctxbudget.run.output_dir_for``)."""
+    out = output_dir_for(run, out_dir)
     ds = dataset if dataset is not None else load_split(run, split, data_dir)
     n = int(ds.images.shape[0])
     idx = list(indices) if indices is not None else list(range(min(num, n)))
-    out = Path(out_dir)
     lower, upper = run.limits()
     paths: list[Path] = []
     with torch.no_grad():
@@ -60,7 +62,6 @@ def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | Non
                                                   regions=None if regions is None else regions[:m])
         if run.kind == "learned":
             stats["blindness"] = blindness_stats(run.classifier, all_eps, ds.images[:m], ds.labels[:m])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "budget_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    atomic_write_bytes(out / "budget_stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     return {"paths": [str(p) for p in paths] + [str(out / "budget_stats.json")], "stats": stats}
 

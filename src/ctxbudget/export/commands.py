@@ -7,6 +7,7 @@ from typing import Any
 
 from ..budgets import BUDGET_KINDS
 from ..errors import UserError
+from ..evaluate.commands import RUN_HELP
 from ..evaluate.evaluate import load_split
 from ..run import load_run
 from .to_onnx import export_onnx
@@ -27,6 +28,7 @@ input boxes for complete verifiers.
 
 examples:
   ctxbudget export runs/quick --format onnx --out export/quick
+  ctxbudget export quickstart-learned --format torchscript --out export/pretrained   # a registered model
   ctxbudget export runs/quick --format vnnlib --limit 20 --budget both --out export/quick-vnnlib
   python abcrown.py --config export/quick-vnnlib/abcrown.yaml      # alpha,beta-CROWN
 
@@ -37,7 +39,7 @@ ONNX needs: pip install "ctxbudget[export]"
 def add_export_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="export to ONNX / TorchScript, or VNN-LIB boxes for complete verifiers",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN", help="trained run directory")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "vnnlib"], help="what to write")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--checkpoint", default="final", choices=["final", "best", "last"], help="weights to export")

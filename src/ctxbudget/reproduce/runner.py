@@ -75,9 +75,10 @@ def _flatten(d: dict, prefix: tuple = ()) -> dict:
     return out
 
 
-def _config_mismatch(planned: RunConfig, stored: RunConfig) -> list[str]:
+def config_mismatch(planned: RunConfig, stored: RunConfig) -> list[str]:
     """Keys whose values differ and matter to training (a uniform run trained before the default head
-    changed still matches: its generator keys are inert)."""
+    changed still matches: its generator keys are inert). Also used by ``ctxbudget models register``
+    to write the command that trains a registered model."""
     a, b = _flatten(planned.to_dict()), _flatten(stored.to_dict())
     skip = _VOLATILE | (planned.inert_keys() & stored.inert_keys())
     return [".".join(k) for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
@@ -119,7 +120,7 @@ def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", 
         plan = RowPlan(row, run_dir, "train", cfg, ovr)
         if rundir.is_run_dir(run_dir):
             stored = rundir.read_config(run_dir)
-            diff = _config_mismatch(cfg, stored)
+            diff = config_mismatch(cfg, stored)
             if diff:
                 raise UserError(f"{run_dir} holds a run trained with another config ({', '.join(diff[:4])} differ); "
                                 "remove it or choose another --out")

@@ -10,7 +10,8 @@ Each optimizer step (global step s, epoch e):
   loss  = ``Objective``: κ·CE(f(x), y) + (1 − κ)·robust CE on [clip(x − ε(x)), clip(x + ε(x))].
 After each epoch: test clean / verified error at the current ε0 with ``eval.method``; one line per
 split in ``metrics.jsonl`` (``metrics.EpochRow``); checkpoint ``last`` (and ``best`` once the ramp is complete;
-``run.Checkpoint``).
+``run.Checkpoint``). At the end: ``final.pt`` and the registrable ``final_weights.pt`` (float32 weights,
+sha256 in ``final_weights.json``; ``ctxbudget.final_weights``).
 
 Launched by torchrun, every rank takes a strided share of each global batch (``batch_size`` is the
 global batch), gradients are averaged by DistributedDataParallel, metrics are summed across
@@ -41,6 +42,7 @@ from ..config import RunConfig, config_from_dict, merge
 from ..contextuality import ContextualityAccumulator, contextuality_row
 from ..data import augment_crop_flip, get_dataset
 from ..errors import UserError
+from ..final_weights import write_final_weights
 from ..models import initialize_
 from ..runtime import generator_dtype
 from . import distributed as D
@@ -315,7 +317,9 @@ class Trainer:
                       f"eps mean {row.mean_eps:.4f} [{row.min_eps:.3f}, {row.max_eps:.3f}]{test_txt} "
                       f"| {row.seconds:.1f}s")
         if self.dist.is_main:
-            self.final_state().save(self.run_dir / rundir.FINAL)
+            final = self.final_state()
+            final.save(self.run_dir / rundir.FINAL)
+            write_final_weights(self.run_dir, final)     # final_weights.pt + .json: what the registry stores
         D.barrier()
         return last_test
 
