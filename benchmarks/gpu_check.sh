@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU check, about 8 minutes: bound soundness on CUDA, bench_train, bench_bounds, and as
+# One prepared GPU check, about 9 minutes: bound soundness on CUDA, bench_train, bench_bounds, the same
+# evaluation on CUDA and on the CPU (verdicts that differ, times: device_verdicts.py), and as
 # much of a paper-schedule Table 1 learned ε0 = 0.4 run as fits (data kept on the device).
 #
 #   PYTHONPATH=src bash benchmarks/gpu_check.sh DATA_DIR [OUT]
@@ -7,7 +8,8 @@
 # DATA_DIR holds mnist/ (IDX files); OUT (default: $OUT, else runs/gpu-check) receives one Markdown
 # file per part and gpu_check.md that joins them. Without a CUDA device every CUDA part is skipped
 # (said so in the output) and only the CPU soundness check runs: that is what the test suite runs.
-# Budget (seconds, each part under `timeout`): soundness 60, bench_train 120, bench_bounds 120, training 180
+# Budget (seconds, each part under `timeout`): soundness 60, bench_train 120, bench_bounds 120, verdicts 120,
+# training 180
 # (GPU_CHECK_TRAIN_SECONDS overrides the last: e.g. 60 when benchmarks/gpu_rows.py trains rows after it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,7 @@ fi
 part soundness-cuda 60 $PY benchmarks/gpu_soundness.py --device cuda
 part bench-train 120 $PY benchmarks/bench_train.py --data-dir "$DATA" --device cuda --steps 20
 part bench-bounds 120 $PY benchmarks/bench_bounds.py --device cuda --steps 10
+part verdicts-cuda-vs-cpu 120 $PY benchmarks/device_verdicts.py --limit 2000 --devices cpu,cuda
 part train-paper-0.4 "${GPU_CHECK_TRAIN_SECONDS:-180}" $PY -m ctxbudget train --config mnist-learned-0.4 --data-dir "$DATA" --device cuda \
     --out "$OUT/table1-learned-0.4" --no-progress
 cp "$OUT/table1-learned-0.4/metrics.jsonl" "$OUT/" 2>/dev/null || true

@@ -343,9 +343,18 @@ class Run:
     def data_root(self) -> str | None:
         return self.config.data.root
 
+    @property
+    def device(self) -> torch.device:
+        """Where the classifier's weights are (``load_run(…, device=)``)."""
+        return next(self.classifier.parameters()).device
+
     def budgets(self, x: torch.Tensor) -> torch.Tensor:
-        """ε(x) at the run's target ε0, same shape as x (pixel units)."""
-        return self.threat(x)
+        """ε(x) at the run's target ε0, same shape and device as x (pixel units; computed on the run's device)."""
+        return self.threat(x.to(self.device)).to(x.device)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Arg-max class of each image of ``x`` (B×C×H×W), on x's device (computed on the run's device)."""
+        return self.classifier(x.to(self.device)).argmax(1).to(x.device)
 
     def limits(self) -> tuple[float, float]:
         return self.threat.limits()

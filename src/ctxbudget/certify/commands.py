@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..devices import add_device_argument
+from ..devices import resolve as resolve_device
 from ..errors import UserError
 from ..evaluate import parse_methods
 from ..evaluate.commands import RUN_HELP
@@ -50,6 +52,7 @@ def add_certify_parser(subparsers: Any) -> None:
     p.add_argument("--invert", action="store_true", help="use 1 - pixel (dark object on light background)")
     p.add_argument("--attack-steps", type=int, default=20, help="PGD steps of the soundness check (0: skip)")
     p.add_argument("--checkpoint", default="final", choices=["final", "best", "last"], help="weights to use")
+    add_device_argument(p)
     p.set_defaults(func=run_certify)
 
 
@@ -72,7 +75,7 @@ def run_certify(args: Any) -> int:
         raise UserError(f"--label given {len(args.label)} times for {len(args.images)} images (one per image)")
     if args.attack_steps < 0:
         raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
-    run = load_run(args.run_dir, checkpoint=args.checkpoint)
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=resolve_device(args.device))
     shape = run.input_shape
     loaded = [read_image(p, shape, stretch=args.stretch, invert=args.invert) for p in args.images]
     for img in loaded:

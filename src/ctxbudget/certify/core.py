@@ -39,6 +39,7 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
     if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
         raise UserError("images must be finite pixels in [0, 1]")
     classifier = run.classifier.eval()
+    images = images.to(run.device)                      # everything below runs on the run's device
     with torch.no_grad():
         logits = classifier(images)
     k = int(logits.shape[1])
@@ -48,7 +49,7 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
     else:
         if len(labels) != len(images) or any(not 0 <= int(v) < k for v in labels):
             raise UserError(f"need one label in [0, {k}) per image, got {list(labels)}")
-        y = torch.as_tensor([int(v) for v in labels], dtype=torch.long)
+        y = torch.as_tensor([int(v) for v in labels], dtype=torch.long, device=images.device)
         correct = pred == y
     ok = torch.ones_like(pred, dtype=torch.bool) if correct is None else correct
     kinds: dict[str, Any] = {"uniform": UniformBudget(run.eps0)}
@@ -63,7 +64,7 @@ def certify_images(run: Run, images: torch.Tensor, *, labels: Sequence[int] | No
             eps = threat(images)
             lo, hi = input_box(images, eps)
             lbs[kind] = {m: margin_lower_bounds(classifier, lo, hi, y, m) for m in methods}
-        budgets[kind] = eps
+        budgets[kind] = eps.cpu()
         verdicts = {m: certify(classifier, lo, hi, y, m, lower=lbs[kind][m], correct=ok, x=images) for m in methods}
         verified[kind] = {m: v.verified for m, v in verdicts.items()}
         if attack_steps > 0:

@@ -49,13 +49,15 @@ def first_layer_mass(classifier: nn.Sequential, input_shape: tuple[int, int, int
 
 
 def input_gradient(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """|∂ logit_y / ∂x| for a batch: x B×C×H×W in [0, 1], y B labels → B×C×H×W."""
-    x = x.detach().clone().requires_grad_(True)
+    """|∂ logit_y / ∂x| for a batch: x B×C×H×W in [0, 1], y B labels → B×C×H×W on x's device
+    (computed on the classifier's)."""
+    dev = next(classifier.parameters()).device
+    xd = x.detach().to(dev).clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = classifier(x)
-        picked = logits.gather(1, y.view(-1, 1)).sum()
-        grad, = torch.autograd.grad(picked, x)
-    return grad.abs()
+        logits = classifier(xd)
+        picked = logits.gather(1, y.to(dev).view(-1, 1)).sum()
+        grad, = torch.autograd.grad(picked, xd)
+    return grad.abs().to(x.device)
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -72,7 +74,7 @@ def blindness_stats(classifier: nn.Sequential, eps: torch.Tensor, images: torch.
     if eps.shape != images.shape or images.shape[0] < 2:
         raise ValueError(f"need ≥ 2 images and budgets of their shape, got {tuple(eps.shape)} and {tuple(images.shape)}")
     shape = tuple(int(s) for s in images.shape[1:])
-    mass = first_layer_mass(classifier, shape)  # type: ignore[arg-type]
+    mass = first_layer_mass(classifier, shape).to(images.device)  # type: ignore[arg-type]
     grads = torch.cat([input_gradient(classifier, images[i:i + batch_size], labels[i:i + batch_size])
                        for i in range(0, len(images), batch_size)])
     log_eps = eps.double().clamp_min(1e-300).log()

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..bounds.engine import or_list
 from ..devices import add_device_argument, evaluation_processes
+from ..devices import resolve as resolve_device
 from ..errors import UserError
 from ..run import load_run, output_dir_for
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
@@ -117,6 +118,7 @@ def add_visualize_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="data root (default: the run's)")
     p.add_argument("--stats-limit", type=int, default=1000, metavar="N",
                    help="examples used for the histogram and budget statistics (default: 1000)")
+    add_device_argument(p)
     p.set_defaults(func=run_visualize)
     return p
 
@@ -139,7 +141,7 @@ def _parse_indices(text: str | None, num: int, total: int) -> list[int]:
 def run_visualize(args: argparse.Namespace) -> int:
     if args.stats_limit < 1:
         raise UserError(f"--stats-limit must be >= 1, got {args.stats_limit}")
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=resolve_device(args.device))
     out = output_dir_for(run, args.out, "figures")
     ds = load_split(run, args.split, args.data_dir)
     idx = _parse_indices(args.indices, args.num, int(ds.images.shape[0]))

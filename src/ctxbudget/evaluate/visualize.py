@@ -37,7 +37,7 @@ def visualize_run(run: Run, out_dir: str | Path, *, indices: Sequence[int] | Non
     with torch.no_grad():
         x = ds.images[idx]
         eps = run.budgets(x)
-        pred = run.classifier(x).argmax(1)
+        pred = run.predict(x)
     classes = list(getattr(ds.info, "classes", []) or []) or None
     source = getattr(ds.info, "label", None) or run.dataset         # names the data source in every title
     fig = viz.budget_grid(x, eps, upper, labels=ds.labels[idx].tolist(), preds=pred.tolist(), class_names=classes,

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..budgets import BUDGET_KINDS
+from ..devices import add_device_argument
+from ..devices import resolve as resolve_device
 from ..errors import UserError
 from ..evaluate.commands import RUN_HELP
 from ..evaluate.evaluate import load_split
@@ -53,11 +55,12 @@ def add_export_parser(subparsers: Any) -> None:
                    help="vnnlib: 'general: device:' in abcrown.yaml, where alpha,beta-CROWN runs (default: this "
                         "machine's, cuda if torch sees a GPU, else cpu)")
     p.add_argument("--data-dir", default=None, help="data root (default: the run's, else $CTXBUDGET_DATA)")
+    add_device_argument(p)
     p.set_defaults(func=run_export)
 
 
 def run_export(args: Any) -> int:
-    run = load_run(args.run_dir, checkpoint=args.checkpoint)
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=resolve_device(args.device))
     out = Path(args.out)
     shape = run.input_shape
     if args.format == "onnx":

@@ -206,6 +206,7 @@ def export_vnnlib(run: Run, images: torch.Tensor, labels: torch.Tensor, out_dir:
     c, h, w = (int(v) for v in images.shape[1:])
     input_shape = (c, h, w)
     classifier = run.classifier.eval()
+    images, labels = images.to(run.device), labels.to(run.device)   # computed on the run's device
     with torch.no_grad():
         logits = classifier(images)
     num_classes = int(logits.shape[1])

@@ -26,6 +26,7 @@ from ..budgets import UniformBudget
 from ..config import RunConfig, load_config
 from ..data import get_info, resolve_data_root
 from ..data.registry import get_spec
+from ..devices import resolve as resolve_device
 from ..errors import UserError
 from ..evaluate.evaluate import evaluate_model, evaluate_run, load_split
 from ..evaluate.report import contextuality_table
@@ -167,7 +168,7 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
                    device=device, progress=progress)
         log(f"[{name}/{plan.row.name}] evaluating")
         with rundir.exclusive(plan.run_dir):
-            run = load_run(plan.run_dir)
+            run = load_run(plan.run_dir, device=resolve_device(device or plan.config.device))
             evaluate_run(run, limit=eval_limit, liu_limit=liu_limit, methods=methods, progress=progress,
                          data_dir=data_dir)
             if plan.row.uniform_eps is not None:
