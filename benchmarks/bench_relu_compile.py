@@ -1,4 +1,4 @@
-"""Micro-benchmark (issue 11, item 4): eager vs ``torch.compile`` of the ReLU back-substitution
+"""Micro-benchmark: eager vs ``torch.compile`` of the ReLU back-substitution
 rule (the arithmetic of ``bounds/relu.py``'s ``_ReluBackward.forward``) on DM-small's first-ReLU
 shape, batch 128, S = 1 (loss fusion) and 9 (margins) rows; one thread; alternating calls, median
 of 15; checks that both give the same values. Usage: ``python benchmarks/bench_relu_compile.py``."""

@@ -1,4 +1,4 @@
-"""Issue 12: every bad input listed there is one clear line and exit code 2 (CLI) or a
+"""Every bad input of the list below is one clear line and exit code 2 (CLI) or a
 ValueError/TypeError (API) — no traceback, NaN, inverted box or silently wrong number."""
 import json
 import stat
@@ -82,7 +82,7 @@ def test_resume_removes_stale_temporary_checkpoints(finished_run, tmp_path):
 
 
 def test_data_root_is_stored_as_given(tmp_path, monkeypatch, defaults_config):
-    """Issue 18: config.yaml held the absolute data root of the machine that trained the run; now it
+    """config.yaml held the absolute data root of the machine that trained the run; now it
     holds the root as the user wrote it, or null when it came from $CTXBUDGET_DATA or the default."""
     import yaml
 

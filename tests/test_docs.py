@@ -110,6 +110,18 @@ def test_no_issue_tracker_references(path):
     assert not hits, f"{path.relative_to(REPO)} refers to tracker issues:\n" + "\n".join(hits)
 
 
+def _sources() -> list[Path]:
+    return sorted(p for d in ("src", "benchmarks", "scripts", "tests") for p in (REPO / d).rglob("*.py")
+                  if p.name != "test_docs.py")
+
+
+def test_no_issue_tracker_references_in_code():
+    """Nor in the code, its comments and docstrings (this file names the pattern it looks for)."""
+    hits = [f"{p.relative_to(REPO)}:{i}: {line.strip()}" for p in _sources()
+            for i, line in enumerate(p.read_text().splitlines(), 1) if _ISSUE.search(line)]
+    assert not hits, "tracker issues referred to:\n" + "\n".join(hits)
+
+
 def test_verification_rule_is_stated_once_in_method_page():
     """The rounding-safe rule (τ = 32·eps·M, float64 re-check) is explained in docs/method.md only;
     the other pages link to it."""

@@ -69,7 +69,7 @@ def test_train_print_config_by_name(capsys):
 
 @pytest.mark.parametrize("name", config_names())
 def test_header_command_uses_the_config_name(name):
-    """Issue 18: the header said --config configs/X.yaml, a path that exists only in a source checkout."""
+    """The header said --config configs/X.yaml, a path that exists only in a source checkout."""
     lines = [line for line in packaged_config(name).read_text().splitlines() if "ctxbudget train" in line]
     assert len(lines) == 1 and lines[0].lstrip("# ").startswith(f"ctxbudget train --config {name} --out runs/")
     assert resolve_config(name) == packaged_config(name)

@@ -1,4 +1,4 @@
-"""Each rule has one home (issue 18): the copies elsewhere are the same objects."""
+"""Each rule has one home: the copies elsewhere are the same objects."""
 import importlib
 
 import pytest

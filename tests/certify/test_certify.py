@@ -187,7 +187,7 @@ def test_resize_by_more_than_2x_is_noted(tmp_path, size, noted):
 
 
 def test_certify_cli_notes_a_large_resize(tiny_run_dir, digits, tmp_path, capsys):
-    """Issue 18: a 3×3 array was silently blown up to 28×28."""
+    """A 3×3 array was silently blown up to 28×28."""
     np.save(tmp_path / "tiny.npy", np.eye(3, dtype=np.float32))
     np.save(tmp_path / "digit.npy", digits[0][0, 0].numpy())
     argv = ["certify", str(tiny_run_dir), str(tmp_path / "tiny.npy"), str(tmp_path / "digit.npy"),

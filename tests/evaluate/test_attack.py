@@ -137,7 +137,7 @@ def decoy_model(n: int = 64) -> nn.Module:
 
 
 def test_targeted_runs_break_what_untargeted_pgd_misses():
-    """Issue 18: α,β-CROWN broke an example that single-run PGD did not; on this decoy the earlier
+    """α,β-CROWN broke an example that single-run PGD did not; on this decoy the earlier
     attack fails with any seed and even with 20 restarts, the current default breaks it."""
     model = decoy_model()
     x = torch.full((4, 1, 8, 8), 0.5)

@@ -38,7 +38,7 @@ def test_user_errors_exit_2(run_dir, tmp_path, capsys):
 
 
 def test_results_name_the_checkpoint_and_epoch(run_dir, capsys):
-    """Issue 12 item 5: with no final.pt the last checkpoint is evaluated, and results say so."""
+    """With no final.pt the last checkpoint is evaluated, and results say so."""
     from dataclasses import replace
 
     from ctxbudget.run import FINAL, LAST, Checkpoint
@@ -54,7 +54,7 @@ def test_results_name_the_checkpoint_and_epoch(run_dir, capsys):
 
 
 def test_attack_targets_option(run_dir, capsys):
-    """Issue 18: targeted runs by default (3), recorded in results.json; --attack-targets 0 turns them off."""
+    """Targeted runs by default (3), recorded in results.json; --attack-targets 0 turns them off."""
     assert main(["evaluate", str(run_dir), "--limit", "2", "--liu-limit", "0", "--attack-steps", "2",
                  "--no-progress"]) == 0
     assert json.loads((run_dir / "results.json").read_text())["attack"] == {

@@ -72,7 +72,7 @@ def test_cli_parsers_and_report_command(tmp_path, capsys):
 
 
 def test_table_names_example_counts_and_checkpoint(tmp_path):
-    """Issue 12 item 5: the Liu column covers fewer examples than the others; say so, and name the
+    """The Liu column covers fewer examples than the others; say so, and name the
     checkpoint and epoch evaluated."""
     res = {**fake_results("learned", 0.3, 0.1, 0.5, 0.7667, 0.3), "n": 60, "n_liu2019": 10,
            "checkpoint": {"file": "checkpoints/last.pt", "epoch": 7, "step": 70}}

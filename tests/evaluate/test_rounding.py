@@ -1,4 +1,4 @@
-"""Issue 12 item 1: float rounding must never certify a false margin.
+"""Float rounding must never certify a false margin.
 
 Flatten → Linear(784, 2) networks (weights 3·randn), uniform box 0.1 around random images, the
 bias set so that the exact (float64) worst-case margin of example 0 lies within ±3e-4 of 0 (the

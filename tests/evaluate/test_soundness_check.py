@@ -1,4 +1,4 @@
-"""Issue 12 item 2: the soundness check catches a bound computed on a too-small box.
+"""The soundness check catches a bound computed on a too-small box.
 
 The injected bug shrinks the box to its middle half inside the bound function: the margins it
 certifies are not true bounds, yet few or no certified examples are *broken* by PGD. The

@@ -1,4 +1,4 @@
-"""The typed contracts between objective, trainer, metrics file and checkpoints (issue 18)."""
+"""The typed contracts between objective, trainer, metrics file and checkpoints."""
 from dataclasses import fields
 
 import pytest

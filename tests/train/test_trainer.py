@@ -115,7 +115,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_cli_train_needs_a_config(tmp_path, capsys):
-    """Issue 18: without --config (and without --resume) train used to start the 100-epoch defaults."""
+    """Without --config (and without --resume) train used to start the 100-epoch defaults."""
     assert main(["train", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
