@@ -45,6 +45,7 @@ def test_visualize_run_with_regions(tmp_path):
                          info=SimpleNamespace(classes=["a", "b", "c"]))
     metrics = [{"epoch": e, "split": "test", "clean_err": 0.1, "verified_err": 0.2, "eps0": 0.1} for e in (1, 2)]
     run = SimpleNamespace(dataset="toy", kind="learned", eps0=0.1, classifier=classifier, budgets=threat,
+                          predict=lambda x: classifier(x).argmax(1),
                           limits=threat.limits, metrics=lambda: metrics)
     res = visualize_run(run, tmp_path / "fig", indices=[0, 2, 4], dataset=ds)
     names = sorted(p.split("/")[-1] for p in res["paths"])
@@ -70,6 +71,7 @@ def test_visualize_stats_limit_not_a_multiple_of_the_batch(tmp_path):
     ds = SimpleNamespace(images=torch.rand(n, *shape), labels=torch.arange(n) % 3, regions=regions,
                          info=SimpleNamespace(classes=["a", "b", "c"]))
     run = SimpleNamespace(dataset="watermarked-toy", kind="learned", eps0=0.1, classifier=classifier, budgets=threat,
+                          predict=lambda x: classifier(x).argmax(1),
                           limits=threat.limits, metrics=lambda: [])
     res = visualize_run(run, tmp_path / "fig", num=2, dataset=ds, stats_limit=280)
     stats = res["stats"]

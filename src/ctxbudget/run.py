@@ -52,9 +52,15 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through ``.NAME.*.tmp`` beside it (fsync, rename), with the mode an
-    ordinary ``open()`` would give (0666 minus the umask; ``mkstemp`` alone gives 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ordinary ``open()`` would give (0666 minus the umask; ``mkstemp`` alone gives 0600).
+
+    A write that fails (disk full, no permission) removes the temp file and raises ``OSError`` whose
+    one-line message names the file and says that its previous version is left as it was."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -62,10 +68,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _write_failed(path, exc) from None
         raise
+
+
+def _write_failed(path: Path, exc: OSError) -> OSError:
+    """The one-line error of a failed atomic write (same errno)."""
+    what = exc.strerror or str(exc)
+    before = f"the previous {path.name} is left as it was" if path.exists() else f"{path.name} was not written"
+    return OSError(exc.errno, f"could not write {path}: {what}; {before}")
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:

@@ -192,13 +192,22 @@ def budget_histogram(eps: ArrayLike, eps0: float, lower: float, upper: float, *,
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` (and ``stem.pdf``), close it, return the paths written."""
+    """Save ``fig`` as ``stem.png`` (and ``stem.pdf``), each atomically (an interrupted save leaves the
+    previous file, never half a file), close it, return the paths written."""
+    import io
+
+    from .run import atomic_write_bytes
+
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in formats:
-        path = stem.with_suffix("." + fmt)
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    plt.close(fig)
+    try:
+        for fmt in formats:
+            path = stem.with_suffix("." + fmt)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=dpi)
+            atomic_write_bytes(path, buf.getvalue())
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths

@@ -137,7 +137,7 @@ def test_jpeg_tables_name_the_data_source(tmp_path, capsys):
     from ctxbudget.reproduce.experiments import schedule_overrides
     from ctxbudget.reproduce.runner import config_path
 
-    for name, dataset, limit in (("table2-jpeg", "cifar10-jpeg", "50000"), ("table4-jpeg", "doubled-cifar10-jpeg", "20000")):
+    for name, dataset, limit in (("table2-jpeg", "cifar10-jpeg", "20000"), ("table4-jpeg", "doubled-cifar10-jpeg", "20000")):
         exp = EXPERIMENTS[name]
         assert exp.dataset == dataset and [r.name for r in exp.rows] == [r.name for r in EXPERIMENTS[name[:6]].rows]
         assert [r.paper for r in exp.rows] == [r.paper for r in EXPERIMENTS[name[:6]].rows]

@@ -209,9 +209,10 @@ def checkpoint_info(run: Run) -> dict:
 
 
 def write_results(run_dir: Path, results: dict, records: dict[str, np.ndarray]) -> None:
-    """``RUN_DIR/results.json`` (any JSON-safe dict) and ``RUN_DIR/per_example.npz``, both atomically."""
-    atomic_write_bytes(run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+    """``RUN_DIR/per_example.npz`` and then ``RUN_DIR/results.json`` (any JSON-safe dict), both atomically:
+    results.json is written last, so an evaluation interrupted between the two is not taken as done."""
     buf = io.BytesIO()
     arrays: dict[str, Any] = dict(records)
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(run_dir / "per_example.npz", buf.getvalue())
+    atomic_write_bytes(run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())

@@ -205,10 +205,16 @@ def register_run(run_dir: str | Path, name: str, *, description: str | None = No
                        source={"run_dir": str(run_dir), "weights_from": source.file if source else None,
                                "ctxbudget": __version__},
                        root=registry.root)
+    fresh = source is not None and entry.weights_path is not None and not entry.weights_path.exists()
     if source is not None and entry.weights_path is not None:
         atomic_write_bytes(entry.weights_path, source.data)
     registry.models = [m for m in registry.models if m.name != name] + [entry]
-    registry.save()
+    try:
+        registry.save()
+    except OSError:
+        if fresh and entry.weights_path is not None:      # the manifest never named it: leave no orphan
+            entry.weights_path.unlink(missing_ok=True)
+        raise
     stale = old.weights_path if old is not None else None
     if stale is not None and stale != entry.weights_path and stale.is_file() \
             and all(m.weights_path != stale for m in registry.models):

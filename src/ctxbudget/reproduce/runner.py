@@ -126,10 +126,9 @@ def plan_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", 
                 raise UserError(f"{run_dir} holds a run trained with another config ({', '.join(diff[:4])} differ); "
                                 "remove it or choose another --out")
             done = _finished_epoch(run_dir)
-            results = run_dir / "results.json"
             if done is None or done < cfg.optim.epochs:
                 plan.status = "resume"
-            elif not results.is_file() or results.stat().st_mtime < (run_dir / rundir.FINAL).stat().st_mtime:
+            elif not _row_outputs_complete(run_dir, plan.row):
                 plan.status = "evaluate"
             else:
                 plan.status = "done"
@@ -179,6 +178,19 @@ def run_experiment(name: str, out_dir: str | Path, *, schedule: str = "paper", o
     return path
 
 
+def _row_outputs_complete(run_dir: Path, row: Row) -> bool:
+    """Whether a trained row's evaluation finished: ``results.json`` newer than the final weights, the
+    extra uniform column where the row has one, and ``figures/budget_stats.json`` (written last by
+    ``visualize``) no older than results.json. Each is written atomically, so an evaluation killed at
+    any point leaves the row to be evaluated again, never half a row taken as done."""
+    results, stats = run_dir / "results.json", run_dir / "figures" / "budget_stats.json"
+    if not results.is_file() or results.stat().st_mtime < (run_dir / rundir.FINAL).stat().st_mtime:
+        return False
+    if row.uniform_eps is not None and not (run_dir / f"results_uniform-{row.uniform_eps:g}.json").is_file():
+        return False
+    return stats.is_file() and stats.stat().st_mtime >= results.stat().st_mtime
+
+
 def _evaluate_extra_uniform(run: rundir.Run, eps: float, limit: int | None, methods: tuple[str, ...],
                             data_dir: str | None = None) -> None:
     """Verified error of ``run``'s classifier under the uniform budget ``eps`` (Appendix C), written
@@ -186,7 +198,8 @@ def _evaluate_extra_uniform(run: rundir.Run, eps: float, limit: int | None, meth
     ds = load_split(run, "test", data_dir)
     x, y = (ds.images, ds.labels) if limit is None else (ds.images[:limit], ds.labels[:limit])
     res = evaluate_model(run.classifier, UniformBudget(eps), x, y, methods=methods, liu_limit=0)
-    (Path(run.run_dir) / f"results_uniform-{eps:g}.json").write_text(json.dumps(res, indent=2) + "\n")
+    rundir.atomic_write_bytes(Path(run.run_dir) / f"results_uniform-{eps:g}.json",
+                              (json.dumps(res, indent=2) + "\n").encode())
 
 
 # --------------------------------------------------------------------------------- tables
@@ -280,8 +293,9 @@ def write_tables(exp: Experiment, plans: list[RowPlan], out_dir: Path, schedule:
         lines.append(f"    ctxbudget train --config {p.row.config} --out {p.run_dir} {sets}".rstrip())
     md = out_dir / f"{exp.name}.md"
     out_dir.mkdir(parents=True, exist_ok=True)
-    md.write_text("\n".join(lines) + "\n")
-    (out_dir / f"{exp.name}.json").write_text(json.dumps({"experiment": exp.name, "schedule": schedule,
-                                                          "data_source": get_info(exp.dataset).label,
-                                                          "rows": summaries}, indent=2, default=str) + "\n")
+    rundir.atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
+    rundir.atomic_write_bytes(out_dir / f"{exp.name}.json",
+                              (json.dumps({"experiment": exp.name, "schedule": schedule,
+                                           "data_source": get_info(exp.dataset).label,
+                                           "rows": summaries}, indent=2, default=str) + "\n").encode())
     return md
