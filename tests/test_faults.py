@@ -183,7 +183,8 @@ def test_disk_full_while_caching_an_image_folder_decodes_and_keeps_going(tmp_pat
         for c in ("a", "b"):
             (tmp_path / "imgs" / split / c).mkdir(parents=True)
             for i in range(2):
-                Image.fromarray(np.full((4, 4), 40 * i + (c == "b") * 100, np.uint8)).save(tmp_path / "imgs" / split / c / f"{i}.png")
+                pixels = np.full((4, 4), 40 * i + (c == "b") * 100, np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "imgs" / split / c / f"{i}.png")
     monkeypatch.setenv("CTXBUDGET_CACHE", str(tmp_path / "cache"))
     real = os.replace
 
