@@ -70,6 +70,18 @@ def _restore_torch_global_state():
     torch.use_deterministic_algorithms(before["deterministic"], warn_only=before["deterministic_warn_only"])
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for this test (small networks: no OpenMP overhead, no contention on a
+    loaded 2-core machine); the thread count is given back afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def find_real_data_root() -> Optional[Path]:
     """A data root holding the full MNIST: ``$CTXBUDGET_DATA`` or ``<repo>/../shared/data``."""
     candidates = []

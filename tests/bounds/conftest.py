@@ -14,13 +14,8 @@ from ctxbudget.models.classifiers import Normalize
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one thread avoids OpenMP overhead (and contention on a loaded 2-core machine);
-    the thread count is given back after each test (the root conftest checks that too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Small networks: one thread (the root conftest's ``one_thread``)."""
 
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"

@@ -1,7 +1,6 @@
 """Evaluation tests run on tiny models: one intra-op thread avoids oversubscription on small CPUs.
 ``trained_run``: a run trained for a few seconds on mnist-sample (a mix of verdicts to compare)."""
 import pytest
-import torch
 
 from ctxbudget.cli import main
 
@@ -12,11 +11,8 @@ TRAIN = ["data.name=mnist-sample", "data.train_limit=1000", "data.test_limit=40"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models: one thread (the root conftest's ``one_thread``)."""
 
 
 @pytest.fixture(scope="session")

@@ -45,11 +45,8 @@ def _digest(folder: Path) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """One thread (the root conftest's ``one_thread``)."""
 
 
 @pytest.fixture(scope="module")
