@@ -5,6 +5,7 @@ from torch import nn
 
 from ctxbudget.budgets import input_box
 from ctxbudget.evaluate import margins, min_margin, pgd_attack
+from ctxbudget.evaluate.attack import example_seeds
 from eval_helpers import make_images, tiny_conv
 
 
@@ -165,3 +166,31 @@ def test_attack_argument_errors():
         pgd_attack(model, x, y, eps, targets=-1)
     with pytest.raises(ValueError, match="loss"):
         pgd_attack(model, x, y, eps, loss="hinge")
+
+
+def test_stop_when_broken_breaks_the_same_examples_with_less_work():
+    """An example leaves the attack once broken: the broken set is that of the full attack, the
+    unbroken examples' margins are the same, and fewer example-forward passes are spent."""
+    model = tiny_conv(5, classes=4)
+    x = make_images(48)
+    y = model(x).argmax(1)
+    eps = torch.rand_like(x) * torch.linspace(0.05, 1.0, 48).view(-1, 1, 1, 1)   # some boxes too wide to hold
+    rows = []
+
+    class Counting(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            rows.append(len(t))
+            return self.inner(t)
+
+    seeds = example_seeds(0, "learned", range(48))
+    full = pgd_attack(Counting(model), x, y, eps, steps=10, seeds=seeds)
+    work_full, rows[:] = sum(rows), []
+    early = pgd_attack(Counting(model), x, y, eps, steps=10, seeds=seeds, stop_when_broken=True)
+    work_early = sum(rows)
+    assert torch.equal(full.broken, early.broken) and 0 < int(full.broken.sum()) < 48
+    assert torch.allclose(full.min_margin[~full.broken], early.min_margin[~early.broken])
+    assert work_early < work_full

@@ -126,7 +126,7 @@ _SIDE_SALT = 0x5DEECE66D
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *,
                steps: int = 50, restarts: int = 1, targets: int = 3, step_factor: float = 2.5,
                loss: str = "margin", generator: torch.Generator | None = None,
-               seeds: torch.Tensor | None = None) -> AttackResult:
+               seeds: torch.Tensor | None = None, stop_when_broken: bool = False) -> AttackResult:
     """Minimise the margin of ``model`` over the clipped box around ``x`` with per-pixel budgets.
 
     Args:
@@ -144,6 +144,9 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         generator: torch RNG for the random starts (reproducibility).
         seeds: instead of ``generator``, one seed per example (B int64, :func:`example_seeds`):
             each example draws its own starts, independent of its batch.
+        stop_when_broken: stop attacking an example once some margin < 0 was found (its
+            ``min_margin`` is then that negative margin, not the smallest reachable): the broken set
+            is the same, the work on broken examples stops (``evaluate`` uses it).
 
     Returns:
         AttackResult with the smallest margin (over all classes) seen at the clean point and every
@@ -162,7 +165,7 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
     with torch.no_grad():
         clean_logits = model(x)
         best = min_margin(clean_logits, y)
-    search = _Search(model, y, lo, hi, steps, loss, best, x.clone())
+    search = _Search(model, y, lo, hi, steps, loss, best, x.clone(), stop_when_broken)
     if steps == 0:
         return AttackResult(min_margin=best, x_adv=search.best_x)
     everyone = torch.arange(len(x), device=x.device)
@@ -196,6 +199,7 @@ class _Search:
     loss: str
     best: torch.Tensor
     best_x: torch.Tensor
+    stop_when_broken: bool = False
 
     def record(self, idx: torch.Tensor, point: torch.Tensor, m: torch.Tensor) -> None:
         """Keep ``point`` (len(idx)×C×H×W) for the examples ``idx`` whose margin ``m`` is lower."""
@@ -207,10 +211,18 @@ class _Search:
     def descend(self, idx: torch.Tensor, start: torch.Tensor, target: torch.Tensor | None,
                 step_at: Callable[[int], torch.Tensor]) -> None:
         """One PGD run on the examples ``idx`` from ``start`` (len(idx)×C×H×W): ``steps`` signed-gradient
-        steps of size ``step_at(t)`` (B×C×H×W, indexed by ``idx``), each projected onto the box."""
+        steps of size ``step_at(t)`` (B×C×H×W, indexed by ``idx``), each projected onto the box. With
+        ``stop_when_broken``, an example leaves the run at the first step where it is broken."""
         yi, loi, hii = self.y[idx], self.lo[idx], self.hi[idx]
         point = start
         for t in range(self.steps):
+            if self.stop_when_broken:
+                keep = self.best[idx] >= 0
+                if not bool(keep.all()):
+                    if not bool(keep.any()):
+                        return
+                    idx, point, yi, loi, hii = idx[keep], point[keep], yi[keep], loi[keep], hii[keep]
+                    target = None if target is None else target[keep]
             point.requires_grad_(True)
             logits = self.model(point)
             m = min_margin(logits, yi)

@@ -79,12 +79,14 @@ def verify_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: t
 
 def attack_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
                  settings: AttackSettings, column: str, indices: torch.Tensor | range) -> np.ndarray:
-    """Smallest margin PGD reaches in the box (B, logit units; < 0: broken). Example ``indices[i]``
+    """Smallest margin PGD reaches in the box (B, logit units; < 0: broken, and then the first negative
+    margin found: an example leaves the attack once broken, ``pgd_attack(stop_when_broken=True)``). Example ``indices[i]``
     (its index in the evaluated set) draws its starts from its own seed for ``column``
     (``attack.example_seeds``): the result does not depend on batching or on how ranks split the set."""
     seeds = example_seeds(settings.seed, column, indices)
     return pgd_attack(classifier, x, y, eps, steps=settings.steps, restarts=settings.restarts,
-                      targets=settings.targets, loss=settings.loss, seeds=seeds).min_margin.cpu().numpy()
+                      targets=settings.targets, loss=settings.loss, seeds=seeds,
+                      stop_when_broken=True).min_margin.cpu().numpy()
 
 
 def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
