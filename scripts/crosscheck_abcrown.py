@@ -39,6 +39,7 @@ import json
 import os
 import pickle
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -225,7 +226,8 @@ def to_markdown(table: dict[str, Any], title: str, command: str, wall_s: float) 
              f"- certified by ctxbudget, α,β-CROWN timed out: {s['certified_abcrown_timeout']}; verifier errors: "
              f"{s['errors']}",
              f"- time: α,β-CROWN {s['abcrown_total_s']:.1f} s over the instances (mean {s['abcrown_mean_s']:.2f} s), "
-             f"{wall_s:.0f} s wall for its processes (start-up included); per-instance timeout (wall clock): "
+             + (f"{wall_s:.0f} s wall for its processes (start-up included)" if wall_s > 0
+                else "wall time of its processes not recorded") + "; per-instance timeout (wall clock): "
              + ", ".join(f"{t:g} s on {n}" for t, n in s["timeouts_used_s"].items() if t is not None), "",
              "| example | label | box | ctxbudget | best margin LB | α,β-CROWN | status | time (s) | note |",
              "|---:|---:|---|---|---:|---|---|---:|---|"]
@@ -340,6 +342,10 @@ def command_line(argv: list[str]) -> str:
     return " ".join([*prefix, "python", *(shlex.quote(a) for a in argv)])
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -383,4 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM, and SIGINT even when started in the background, stop the verifier and keep its results
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

@@ -91,6 +91,7 @@ def test_table_counts_contradictions_and_settled_instances(tmp_path):
     assert table["rows"][5]["abcrown"] == "not run"
     md = xc.to_markdown(table, "fake", "python scripts/crosscheck_abcrown.py fake", 40.0)
     assert "**contradictions: 2**" in md and md.count("CONTRADICTION") == 2 and "timeout (wall clock): 30 s on 5" in md
+    assert "40 s wall" in md and "not recorded" in xc.to_markdown(table, "fake", "cmd", 0.0)
     assert len([ln for ln in md.splitlines() if ln.startswith("| ")]) == 1 + 6
 
 
