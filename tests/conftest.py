@@ -57,13 +57,18 @@ def torch_global_state() -> dict:
 
 @pytest.fixture(autouse=True)
 def _restore_torch_global_state():
-    """Every test leaves torch's thread count, default dtype, grad mode and determinism flags as it
-    found them (training in-process sets ``num_threads`` from its config): a test's outcome must not
+    """Every test leaves torch's thread count, default dtype, grad mode and determinism flags, and
+    ctxbudget's fused-ReLU switch, as it found them (training in-process sets ``num_threads`` and
+    ``fused_relu`` from its config): a test's outcome must not
     depend on the tests before it (``pytest --shuffle SEED`` runs them in another order)."""
     import torch
 
+    from ctxbudget.bounds import relu
+
     before = torch_global_state()
+    fused = relu.fused_relu()
     yield
+    relu.set_fused_relu(fused)                 # training in-process sets it from its config
     torch.set_num_threads(before["num_threads"])
     torch.set_default_dtype(before["default_dtype"])
     torch.set_grad_enabled(before["grad_enabled"])

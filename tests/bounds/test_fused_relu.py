@@ -16,10 +16,17 @@ from .test_relu import edge_bounds, masked_relaxation
 
 @pytest.fixture
 def fused(monkeypatch):
-    """The fused rules switched on for one test (process state restored afterwards)."""
+    """The fused rules switched on for one test (process state restored afterwards), compiled afresh:
+    the compiled rules and dynamo's caches of earlier tests (other shapes, in any test order) could
+    otherwise reach dynamo's recompile limit, and the rules would fall back to eager."""
+    import torch._dynamo
+
     monkeypatch.setattr(R, "_fused", True)
     monkeypatch.setattr(R, "_unavailable", {})
+    monkeypatch.setattr(R, "_compiled", {})
+    torch._dynamo.reset()
     yield
+    torch._dynamo.reset()
 
 
 def _needs_compiler() -> None:
