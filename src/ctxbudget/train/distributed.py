@@ -69,6 +69,10 @@ def teardown() -> None:
     group left to the interpreter's exit sometimes aborts a rank ("terminate called without an
     active exception") after the run was written, and torchrun then reports the run as failed."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()         # no rank tears the group down while another still talks to it
+        except Exception:          # a peer already gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
