@@ -15,7 +15,6 @@ from typing import Iterator
 import torch
 
 from .errors import UserError
-from .train import distributed as D
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N (default: auto = CUDA when available, else cpu)"
 
@@ -25,8 +24,17 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (CPU for a module without any)."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def resolve(name: str) -> torch.device:
     """``name`` as a torch device of this process (one process; see :func:`evaluation_processes`)."""
+    from .train import distributed as D  # imported here: ctxbudget.run imports this module
+
     try:
         return D.resolve_device(name)
     except ValueError as err:
@@ -37,6 +45,8 @@ def resolve(name: str) -> torch.device:
 def evaluation_processes(name: str) -> Iterator[tuple[int, torch.device]]:
     """``(rank, device)`` of this process: ``(0, resolve(name))`` alone, or under torchrun the rank
     and its device after joining the process group, which is torn down on exit."""
+    from .train import distributed as D
+
     try:
         info, device = D.setup(name)
     except ValueError as err:

@@ -31,6 +31,7 @@ from torch import nn
 from .budgets import BudgetModel, LearnedBudget, UniformBudget
 from .config import RunConfig, config_from_dict, dump_config, read_yaml
 from .data import DatasetInfo, get_info
+from .devices import module_device
 from .errors import UserError
 from .models import BudgetGenerator, get_model
 from .runtime import generator_dtype
@@ -361,7 +362,7 @@ class Run:
     @property
     def device(self) -> torch.device:
         """Where the classifier's weights are (``load_run(…, device=)``)."""
-        return next(self.classifier.parameters()).device
+        return module_device(self.classifier)
 
     def budgets(self, x: torch.Tensor) -> torch.Tensor:
         """ε(x) at the run's target ε0, same shape and device as x (pixel units; computed on the run's device)."""

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import module_device
+
 BLIND_FRACTION = 0.1       # mass < 10 % of the mean mass: a blind input dimension
 
 
@@ -51,7 +53,7 @@ def first_layer_mass(classifier: nn.Sequential, input_shape: tuple[int, int, int
 def input_gradient(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """|∂ logit_y / ∂x| for a batch: x B×C×H×W in [0, 1], y B labels → B×C×H×W on x's device
     (computed on the classifier's)."""
-    dev = next(classifier.parameters()).device
+    dev = module_device(classifier)
     xd = x.detach().to(dev).clone().requires_grad_(True)
     with torch.enable_grad():
         logits = classifier(xd)

@@ -36,12 +36,13 @@ from ..bounds.verify import BoundFn
 from ..budgets import UniformBudget
 from ..contextuality import budget_contextuality
 from ..data import ImageDataset, get_dataset
+from ..devices import module_device
 from ..errors import UserError
 from ..run import Run, atomic_write_bytes, output_dir_for
 from .ranks import current_shard, max_seconds
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
-from .steps import AttackSettings, budget_column, clean_predictions, liu_column, module_device
+from .steps import AttackSettings, budget_column, clean_predictions, liu_column
 
 DEFAULT_METHODS = ("ibp", "crown-ibp")
 

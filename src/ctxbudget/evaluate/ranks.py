@@ -47,11 +47,17 @@ def _group_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+    from ..train.distributed import all_reduce_  # imported here: the trainer imports the evaluation
+
+    return all_reduce_(t, op)
+
+
 def current_shard() -> Shard:
     """The shard of this process: from the default process group when one is initialised (``torchrun``
     with ``ctxbudget evaluate``), else one rank."""
     if not _group_active():
-        return Shard()
+        return ONE_PROCESS
     return Shard(dist.get_rank(), dist.get_world_size())
 
 
@@ -66,8 +72,7 @@ def merge_owned(arrays: dict[str, np.ndarray], owned: np.ndarray, device: torch.
         mask = owned.reshape((-1,) + (1,) * (arr.ndim - 1))
         local = np.where(mask, arr.astype(np.float64), 0.0)
         t = torch.from_numpy(np.ascontiguousarray(local)).to(device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        merged = t.cpu().numpy()
+        merged = _all_reduce(t, "sum").cpu().numpy()
         out[name] = merged.astype(bool) if arr.dtype == bool else merged.astype(arr.dtype)
     return out
 
@@ -87,5 +92,5 @@ def max_seconds(seconds: dict[str, float], device: torch.device) -> dict[str, fl
         return seconds
     keys = sorted(seconds)
     t = torch.tensor([seconds[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    _all_reduce(t, "max")
     return dict(zip(keys, t.cpu().tolist()))

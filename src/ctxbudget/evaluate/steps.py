@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..bounds.verify import BoundFn, Verdict, certify
 from ..budgets import input_box, log_volume
+from ..devices import module_device
 from .attack import example_seeds, pgd_attack
 from .liu2019 import liu_max_volume
 from .ranks import ONE_PROCESS, Shard, gather_strings, merge_owned
@@ -36,13 +37,6 @@ class AttackSettings:
     def as_dict(self) -> dict:
         return {"steps": self.steps, "restarts": self.restarts, "targets": self.targets, "loss": self.loss,
                 "seed": self.seed}
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of ``module``'s first parameter or buffer (CPU for a module without any)."""
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def on(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
