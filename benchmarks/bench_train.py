@@ -136,6 +136,15 @@ def main() -> None:
                ("learned, CROWN-IBP loss fusion (generator bf16)", learned_bf16, args.eps0, "crown-ibp", True, 0.5, False),
                ("learned, CROWN-IBP margins", learned, args.eps0, "crown-ibp", False, 0.5, False),
                ("uniform, CROWN-IBP loss fusion", UniformBudget(args.eps0).to(device), args.eps0, "crown-ibp", True, 0.5, False)]
+    if args.head == "context":  # the context head with its local path at half resolution (budget.generator_resolution)
+        half = LearnedBudget(BudgetGenerator(shape, head="context", resolution="half"), args.eps0, 0.5, 2.0,
+                             compute_dtype=torch.bfloat16).to(device)
+        half32 = LearnedBudget(BudgetGenerator(shape, head="context", resolution="half"), args.eps0, 0.5, 2.0,
+                               compute_dtype=torch.float32).to(device)
+        configs[3:3] = [("(generator alone, float32, half resolution)", half32, args.eps0, "ibp", True, 0.5, True),
+                        ("(generator alone, bf16 autocast, half resolution)", half, args.eps0, "ibp", True, 0.5, True)]
+        configs.insert(7, ("learned, CROWN-IBP loss fusion (generator bf16, half resolution)", half, args.eps0,
+                           "crown-ibp", True, 0.5, False))
     # the fast recipe: BatchNorm variant of the model, IBP, warm-up regularisers (± MTL-IBP, one PGD step)
     bn_model = f"{args.model}-bn" if f"{args.model}-bn" in MODELS else None
     fast: list[tuple[str, dict]] = [] if bn_model is None else [

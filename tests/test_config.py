@@ -74,6 +74,16 @@ def test_inert_keys_name_what_a_run_never_reads():
     from ctxbudget.config import load_config
 
     assert load_config(None, ["budget.kind=uniform"]).inert_keys() >= {("budget", "generator"),
-                                                                       ("budget", "generator_padding")}
-    assert load_config(None, ["budget.generator=dense"]).inert_keys() == {("budget", "generator_padding")}
+                                                                       ("budget", "generator_padding"),
+                                                                       ("budget", "generator_resolution")}
+    assert load_config(None, ["budget.generator=dense"]).inert_keys() == {("budget", "generator_padding"),
+                                                                          ("budget", "generator_resolution")}
     assert load_config(None, ["budget.generator=context"]).inert_keys() == set()
+
+
+def test_generator_resolution_is_checked():
+    from ctxbudget.config import load_config
+
+    assert load_config(None, ["budget.generator_resolution=half"]).budget.generator_resolution == "half"
+    with pytest.raises(UserError, match="budget.generator_resolution must be one of full, half"):
+        load_config(None, ["budget.generator_resolution=quarter"])

@@ -18,7 +18,7 @@ from .bounds.engine import DIFFERENTIABLE_METHODS, or_list
 from .budgets import BUDGET_KINDS, validate_budget_params
 from .errors import UserError
 from .models import INITS
-from .models.generator import HEADS, PADDINGS
+from .models.generator import HEADS, PADDINGS, RESOLUTIONS
 from .presets import resolve_config
 from .runtime import GENERATOR_PRECISIONS
 
@@ -63,6 +63,8 @@ class BudgetConfig:
                                           # mark sits in the margins, needs it on the cpu schedule)
     generator_precision: str = "auto"     # auto | float32 | bfloat16: the generator's matmuls (auto: bf16
                                           # where the hardware has fast bf16); bounds stay full precision
+    generator_resolution: str = "full"    # context head only: full | half (local path on the 2×2-pooled image,
+                                          # a quarter of its cost; upsampled, plus a full-resolution 3×3 detail conv)
 
 
 @dataclass
@@ -131,8 +133,9 @@ class RunConfig:
         keys inert for both describe the same training (``reproduce`` matches stored runs with this)."""
         b = self.budget
         if b.kind == "uniform":
-            return {("budget", "generator"), ("budget", "generator_padding"), ("budget", "generator_precision")}
-        return set() if b.generator == "context" else {("budget", "generator_padding")}
+            return {("budget", "generator"), ("budget", "generator_padding"), ("budget", "generator_precision"),
+                    ("budget", "generator_resolution")}
+        return set() if b.generator == "context" else {("budget", "generator_padding"), ("budget", "generator_resolution")}
 
     def _validate_data_source(self) -> None:
         """data.path / data.classes: required / allowed only for a data set built per path (image-folder)."""
@@ -166,6 +169,9 @@ class RunConfig:
             raise UserError(f"budget.generator must be one of {', '.join(HEADS)}, got {b.generator!r}")
         if b.generator_padding not in PADDINGS:
             raise UserError(f"budget.generator_padding must be one of {', '.join(PADDINGS)}, got {b.generator_padding!r}")
+        if b.generator_resolution not in RESOLUTIONS:
+            raise UserError(f"budget.generator_resolution must be one of {', '.join(RESOLUTIONS)}, "
+                            f"got {b.generator_resolution!r}")
         if b.generator_precision not in GENERATOR_PRECISIONS:
             raise UserError(f"budget.generator_precision must be one of {', '.join(GENERATOR_PRECISIONS)}, "
                             f"got {b.generator_precision!r}")
@@ -277,6 +283,24 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         else:
             kwargs[name] = _coerce(value, hint, prefix + name)
     return cls(**kwargs)
+
+
+#: what a stored config (a run's config.yaml, a registered model's manifest entry) meant by a key it lacks
+#: because it was written before the key existed: the generator head before ``budget.generator`` (the
+#: paper's dense head), the context head's resolution before ``budget.generator_resolution`` (full)
+LEGACY_KEYS: dict[tuple[str, str], Any] = {("budget", "generator"): "dense",
+                                           ("budget", "generator_resolution"): "full"}
+
+
+def stored_config_from_dict(data: dict | None) -> RunConfig:
+    """:func:`config_from_dict` for a config written by an earlier version: keys it lacks take the
+    value they had then (:data:`LEGACY_KEYS`), not today's default."""
+    data = dict(data or {})
+    for (section, key), value in LEGACY_KEYS.items():
+        part = data.get(section)
+        if isinstance(part, dict) and key not in part:
+            data[section] = part = {**part, key: value}
+    return config_from_dict(data)
 
 
 def config_from_dict(data: dict | None) -> RunConfig:

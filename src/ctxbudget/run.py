@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .budgets import BudgetModel, LearnedBudget, UniformBudget
-from .config import RunConfig, config_from_dict, dump_config, read_yaml
+from .config import RunConfig, dump_config, read_yaml, stored_config_from_dict
 from .data import DatasetInfo, get_info
 from .devices import module_device
 from .errors import UserError
@@ -268,19 +268,11 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
     atomic_write_bytes(Path(run_dir) / CONFIG, dump_config(cfg).encode())
 
 
-#: the generator head of runs whose config.yaml predates ``budget.generator`` (the paper's dense head)
-LEGACY_GENERATOR_HEAD = "dense"
-
-
 def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UserError(f"{run_dir} is not a ctxbudget run directory (no {CONFIG})")
-    data = read_yaml(path)
-    budget = data.get("budget") if isinstance(data, dict) else None
-    if isinstance(budget, dict) and "generator" not in budget:
-        budget["generator"] = LEGACY_GENERATOR_HEAD      # runs saved before the key existed
-    return config_from_dict(data)
+    return stored_config_from_dict(read_yaml(path))     # keys added since it was written: their old meaning
 
 
 def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes: int,
@@ -291,7 +283,8 @@ def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes:
     classifier = get_model(cfg.model.name, input_shape, num_classes, mean=mean, std=std)
     if cfg.budget.kind == "learned":
         dtype = generator_dtype(cfg.budget.generator_precision, device)
-        generator = BudgetGenerator(input_shape, head=cfg.budget.generator, padding=cfg.budget.generator_padding)
+        generator = BudgetGenerator(input_shape, head=cfg.budget.generator, padding=cfg.budget.generator_padding,
+                                    resolution=cfg.budget.generator_resolution)
         threat: BudgetModel = LearnedBudget(generator, 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi,
                                             compute_dtype=dtype)
     else:

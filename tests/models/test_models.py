@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ctxbudget.models import BudgetGenerator, Normalize, get_model
-from ctxbudget.models.generator import DEFAULT_HEAD, coarse_grid
+from ctxbudget.models.generator import DEFAULT_HEAD, RESOLUTIONS, coarse_grid, max_pool_same
 
 SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "doubled-cifar10": ((3, 36, 64), 10),
           "watermarked-mnist": ((1, 28, 28), 20), "organamnist": ((1, 28, 28), 11)}
@@ -78,10 +78,11 @@ def _trained_like(g):
     return g
 
 
-def test_context_head_cannot_store_a_position_fixed_map():
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_context_head_cannot_store_a_position_fixed_map(resolution):
     """On a blank image every interior pixel gets the same score (no parity mask, no fixed map finer than
     the coarse cells): the local path is translation-equivariant, and the coarse map is smooth."""
-    g = _trained_like(BudgetGenerator((1, 28, 28), head="context"))
+    g = _trained_like(BudgetGenerator((1, 28, 28), head="context", resolution=resolution))
     with torch.no_grad():
         g.head.coarse.weight.zero_()
         g.head.coarse.bias.zero_()
@@ -143,3 +144,67 @@ def test_context_head_padding_decides_whether_border_pixels_know_where_they_are(
         assert torch.allclose(blank, blank[14, 14].expand_as(blank), atol=1e-6) == flat
     with pytest.raises(ValueError, match="padding"):
         BudgetGenerator((1, 28, 28), head="context", padding="reflect")
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 27, 29), (3, 36, 64)])
+@pytest.mark.parametrize("k", [3, 5])
+def test_max_pool_same_equals_torchs_stride_one_max_pool(shape, k):
+    x = torch.rand(4, *shape)
+    x[0, 0, 0, 0] = -1.0                               # negative values too: the padding is −inf, not 0
+    assert torch.equal(max_pool_same(x, k), torch.nn.functional.max_pool2d(x, k, stride=1, padding=k // 2))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 27, 29), (3, 36, 64)])
+def test_half_resolution_context_head(shape):
+    """budget.generator_resolution=half: scores of the full size for even and odd sizes, the local path
+    after its first convolution on pooled features, one extra 1×1 skip convolution started at zero."""
+    full = BudgetGenerator(shape, head="context")
+    half = BudgetGenerator(shape, head="context", resolution="half")
+    c, h, w = shape
+    x = torch.rand(2, *shape)
+    out = half(x)
+    assert out.shape == (2, *shape) and (out > 0).all() and (out < 1).all()
+    n_full, n_half = (sum(p.numel() for p in g.parameters()) for g in (full, half))
+    assert n_half == n_full + 8 * c + c
+    assert half.head.skip.weight.abs().sum() == 0 and full.head.skip is None
+    seen = []
+    hook = half.head.local[4].register_forward_hook(lambda m, i, o: seen.append(o.shape[-2:]))
+    half(x)
+    hook.remove()
+    assert tuple(seen[0]) == ((h + 1) // 2, (w + 1) // 2)
+
+
+def test_half_resolution_context_head_follows_the_image():
+    """Shifted by an even number of pixels (the pooling grid), the image's scores shift with it away from
+    the border; the full-resolution skip makes single pixels matter."""
+    g = _trained_like(BudgetGenerator((1, 28, 28), head="context", resolution="half"))
+    x = torch.zeros(1, 1, 28, 28)
+    x[:, :, 10:14, 9:12] = 1.0
+    with torch.no_grad():
+        for layer in (g.head.film, g.head.coarse):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        a, b = g(x), g(torch.roll(x, shifts=(4, 2), dims=(2, 3)))
+        assert torch.allclose(torch.roll(a, shifts=(4, 2), dims=(2, 3))[..., 10:-10, 10:-10], b[..., 10:-10, 10:-10],
+                              atol=1e-5)
+        y = x.clone()
+        y[:, :, 20, 20] = 1.0
+        assert float((g(y) - a)[0, 0, 20, 20].abs()) > 1e-4
+    with pytest.raises(ValueError, match="resolution"):
+        BudgetGenerator((1, 28, 28), head="context", resolution="quarter")
+
+
+def test_runs_saved_before_the_resolution_key_load_with_a_full_resolution_head(tmp_path):
+    import yaml
+
+    from ctxbudget.config import load_config, stored_config_from_dict
+    from ctxbudget.run import read_config, write_config
+
+    write_config(tmp_path, load_config("quickstart", ["budget.generator_resolution=half"]))
+    assert read_config(tmp_path).budget.generator_resolution == "half"
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del data["budget"]["generator_resolution"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    assert read_config(tmp_path).budget.generator_resolution == "full"
+    assert stored_config_from_dict(data).budget.generator_resolution == "full"   # a registry entry alike
+    assert data["budget"].get("generator_resolution") is None                     # the caller's dict unchanged

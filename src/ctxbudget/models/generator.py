@@ -16,7 +16,9 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
   cells) map chosen from that summary, bounded to ±1 logit, and a learned ink prior. Budgets follow
   the local content, a distant cue (the border of the Doubled data sets) can move budget between
   image regions, and no fine position-fixed mask (such as a parity checkerboard) can be stored;
-  ``padding="zeros"`` (``budget.generator_padding``) lets pixels near the border know it.
+  ``padding="zeros"`` (``budget.generator_padding``) lets pixels near the border know it;
+  ``resolution="half"`` (``budget.generator_resolution``) runs most of its local path on 2×2-pooled
+  features (about half the generator's cost) with a full-resolution skip for detail.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from torch import nn
 
 HEADS = ("context", "dense", "conv")
 PADDINGS = ("replicate", "zeros")        # padding of the context head's convolutions
+RESOLUTIONS = ("full", "half")           # resolution of the context head's local path
 DEFAULT_HEAD = "context"
 
 
@@ -48,6 +51,24 @@ INK_INIT = -2.0
 #: and around faint strokes (inside the 8×8 watermark) start protected too; with the pixel alone the
 #: classifier still lost the watermark (54 % clean error at ε0 = 0.12)
 INK_POOL = 5
+
+
+def max_pool_same(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k×k max pool, stride 1, output the size of ``x`` (B×C×H×W, k odd), as maxima of shifted views.
+
+    Equal to ``F.max_pool2d(x, k, stride=1, padding=k // 2)`` value for value (a maximum is exact), about
+    30× faster on the CPU (torch's stride-1 max pool: 15.6 vs 0.5 ms on 256 MNIST images, one thread)."""
+    p = k // 2
+    padded = F.pad(x, (p, p, p, p), value=float("-inf"))
+
+    def along(v: torch.Tensor, dim: int) -> torch.Tensor:
+        n = v.shape[dim] - 2 * p
+        out = v.narrow(dim, 0, n)
+        for i in range(1, k):
+            out = torch.maximum(out, v.narrow(dim, i, n))
+        return out
+
+    return along(along(padded, 3), 2)
 
 
 def coarse_grid(h: int, w: int, cell: int = 7) -> tuple[int, int]:
@@ -73,22 +94,37 @@ class ContextHead(nn.Module):
       their 5×5 neighbourhood start with smaller budgets than the background; see :data:`INK_INIT`);
     * output: Conv(16→C, 1) + coarse map + ink prior.
 
+    ``resolution="half"``: the first convolution runs at full resolution; its features are average-pooled
+    2×2 (⌈H/2⌉×⌈W/2⌉) and the rest of the local path (the third convolution without dilation), FiLM and
+    the output convolution run there; their logits plus the coarse map are bilinearly upsampled to
+    H×W, and a full-resolution skip, Conv(8→C, 1) of the first convolution's features (``skip``,
+    started at zero), adds pixel-level detail; the ink prior stays at full resolution. Receptive field
+    about 12×12 pixels (with the dilation kept, 20×20, the quick start learned one blob over each digit
+    instead of its strokes: input-dependent share 10 % instead of 27 %). Nothing in it can store a fine
+    position-fixed map either: the upsampled logits are smooth, the skip and the prior are
+    translation-equivariant.
+
     The FiLM and coarse layers start at zero, so training starts from the local head and the prior.
     """
 
     def __init__(self, input_shape: tuple[int, int, int], width: int = 16, context: int = 32,
-                 padding: str = "replicate") -> None:
+                 padding: str = "replicate", resolution: str = "full") -> None:
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
         c, h, w = input_shape
         self.size = (h, w)
+        self.half = resolution == "half"
+        self.local_size = ((h + 1) // 2, (w + 1) // 2) if self.half else (h, w)
         self.grid = coarse_grid(h, w)
         # replicate padding: zero padding tells pixels within a few pixels of the border where they are
         mode: Literal["replicate", "zeros"] = "replicate" if padding == "replicate" else "zeros"
         self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, padding_mode=mode), nn.ReLU(),
                                    nn.Conv2d(8, width, 3, padding=1, padding_mode=mode), nn.ReLU(),
-                                   nn.Conv2d(width, width, 3, padding=2, dilation=2, padding_mode=mode),
+                                   nn.Conv2d(width, width, 3, padding=1 if self.half else 2,
+                                             dilation=1 if self.half else 2, padding_mode=mode),
                                    nn.ReLU())
         self.summary = nn.Sequential(nn.Linear(width + c * 16, context), nn.ReLU())
         self.film = nn.Linear(context, 2 * width)
@@ -97,27 +133,40 @@ class ContextHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.out = nn.Conv2d(width, c, 1)
+        self.skip: nn.Module | None = None
+        if self.half:
+            skip = nn.Conv2d(8, c, 1)
+            nn.init.zeros_(skip.weight)
+            nn.init.zeros_(skip.bias)
+            self.skip = skip
         self.ink_weight = nn.Parameter(torch.tensor(INK_INIT))
         self.channels = c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        feats = self.local(x)                                                  # B×W×H×W
+        if self.skip is None:
+            feats = self.local(x)                                              # B×width×H×W
+        else:
+            first = self.local[1](self.local[0](x))                            # B×8×H×W
+            feats = self.local[2:](F.avg_pool2d(first, 2, ceil_mode=True))     # B×width×⌈H/2⌉×⌈W/2⌉
         pooled = torch.cat([feats.mean(dim=(2, 3)), F.adaptive_avg_pool2d(x, 4).flatten(1)], dim=1)
         z = self.summary(pooled)                                               # B×context
         scale, shift = self.film(z).chunk(2, dim=1)
         feats = feats * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         coarse = COARSE_RANGE * torch.tanh(self.coarse(z)).view(b, self.channels, *self.grid)
-        coarse = F.interpolate(coarse, size=self.size, mode="bilinear", align_corners=False)
-        ink = F.max_pool2d(x, INK_POOL, stride=1, padding=INK_POOL // 2)
-        return self.out(feats) + coarse + self.ink_weight * torch.tanh(ink / INK_SCALE)
+        coarse = F.interpolate(coarse, size=self.local_size, mode="bilinear", align_corners=False)
+        logits = self.out(feats) + coarse                                      # B×C×h×w
+        if self.skip is not None:
+            logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False) + self.skip(first)
+        ink = max_pool_same(x, INK_POOL)
+        return logits + self.ink_weight * torch.tanh(ink / INK_SCALE)
 
 
 class BudgetGenerator(nn.Module):
     """g_θ: B×C×H×W images → B×C×H×W scores in (0, 1); ``head`` one of :data:`HEADS`."""
 
     def __init__(self, input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8),
-                 head: str = DEFAULT_HEAD, padding: str = "replicate") -> None:
+                 head: str = DEFAULT_HEAD, padding: str = "replicate", resolution: str = "full") -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"generator head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -129,7 +178,7 @@ class BudgetGenerator(nn.Module):
         self.head: nn.Module
         if head == "context":
             self.features = nn.Identity()
-            self.head = ContextHead(self.input_shape, padding=padding)
+            self.head = ContextHead(self.input_shape, padding=padding, resolution=resolution)
             return
         convs: list[nn.Module] = [nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()]
         if head == "dense":
@@ -151,4 +200,4 @@ def num_weights(module: nn.Module) -> int:
 
 
 __all__ = ["COARSE_RANGE", "INK_INIT", "INK_POOL", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD",
-           "HEADS", "PADDINGS", "coarse_grid", "num_weights"]
+           "HEADS", "PADDINGS", "RESOLUTIONS", "coarse_grid", "max_pool_same", "num_weights"]

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ..config import config_from_dict
+from ..config import stored_config_from_dict
 from ..errors import RegistryError
 from ..final_weights import FinalWeights, verify_bytes, weights_from_bytes
 from ..run import Run, assemble_run
@@ -76,7 +76,7 @@ def load_model(entry: ModelEntry | str, device: str | torch.device = "cpu", chec
         raise RegistryError(f"model {entry.name} is registered with its final weights only; "
                             f"checkpoint {checkpoint!r} needs the run directory")
     weights = read_weights(entry)
-    cfg = config_from_dict(entry.config)
+    cfg = stored_config_from_dict(entry.config)
     cfg.data.root = None                       # the training machine's data root means nothing here
     path = entry.weights_path
     assert path is not None                    # read_weights refused a model without weights

@@ -222,9 +222,14 @@ def _wall(run_dir: Path) -> tuple[int, float]:
 
 
 def head_name(cfg: RunConfig) -> str:
-    """The generator head as the tables name it: ``context``, ``context (zero padding)``, ``dense``, ``conv``."""
+    """The generator head as the tables name it: ``context``, ``context (zero padding)``, ``context (half
+    resolution)``, ``dense``, ``conv``."""
     b = cfg.budget
-    return f"{b.generator} (zero padding)" if b.generator == "context" and b.generator_padding == "zeros" else b.generator
+    if b.generator != "context":
+        return b.generator
+    notes = (["zero padding"] if b.generator_padding == "zeros" else []) + \
+        (["half resolution"] if b.generator_resolution == "half" else [])
+    return f"context ({', '.join(notes)})" if notes else "context"
 
 
 def row_summary(exp: Experiment, plan: RowPlan) -> dict:
