@@ -332,6 +332,19 @@ def crosscheck(abcrown_dir: Path, export_dir: Path, timeout: float) -> tuple[lis
     return instances, done, wall
 
 
+def table_files(table: Path) -> tuple[Path, Path]:
+    """``TABLE.md`` and ``TABLE.json`` for ``--table TABLE`` (a model name's dots are kept:
+    ``mnist-learned-0.4-paper`` → ``mnist-learned-0.4-paper.md``; a given .md/.json suffix is dropped)."""
+    stem = str(table)[: -len(table.suffix)] if table.suffix in (".md", ".json") else str(table)
+    return Path(stem + ".md"), Path(stem + ".json")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def command_line(argv: list[str]) -> str:
     """This invocation as a shell line, with the niceness and OMP_NUM_THREADS it ran under."""
     prefix = []
@@ -378,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     table["model"] = args.model
     table["timeout_s"] = args.timeout
     table["verifier_wall_s"] = wall
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    table_path.with_suffix(".json").write_text(json.dumps(table, indent=1) + "\n")
-    table_path.with_suffix(".md").write_text(to_markdown(table, args.model, table["command"], wall))
+    md, js = table_files(table_path)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(js, json.dumps(table, indent=1) + "\n")
+    write_atomic(md, to_markdown(table, args.model, table["command"], wall))
     s = table["summary"]
     print(f"{s['run']} instances: {s['contradictions']} contradictions; settled by alpha,beta-CROWN where ctxbudget "
           f"is open: {s['open_verified_by_abcrown']} verified, {s['open_counterexample_by_abcrown']} counterexamples; "
-          f"mean {s['abcrown_mean_s']:.2f} s per instance; wrote {table_path.with_suffix('.md')} and .json")
+          f"mean {s['abcrown_mean_s']:.2f} s per instance; wrote {md} and {js.name}")
     return 1 if s["contradictions"] else 0
 
 

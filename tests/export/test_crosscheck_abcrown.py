@@ -115,3 +115,37 @@ def test_missing_verifier_is_one_line(tmp_path, capsys):
     assert xc.main(["crosscheck_abcrown.py", "some-model", "--abcrown", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no alpha,beta-CROWN in") and "\n" not in err
+
+
+def test_summary_counts_contradictions_and_the_gap_per_model_and_box(tmp_path):
+    spec = importlib.util.spec_from_file_location("crosscheck_summary", REPO / "scripts" / "crosscheck_summary.py")
+    assert spec is not None and spec.loader is not None
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+
+    def r(kind, ours, ab):
+        return {"kind": kind, "ctxbudget": ours, "abcrown": ab}
+    a = {"model": "a", "rows": [r("learned", "certified", "certified"), r("learned", "not certified", "certified"),
+                                r("learned", "not certified", "counterexample"), r("uniform", "misclassified",
+                                                                                    "counterexample"),
+                                r("uniform", "not certified", "timeout"), r("uniform", "certified", "not run")]}
+    b = {"model": "b", "rows": [r("learned", "certified", "counterexample")]}
+    c = summary.counts(a["rows"])
+    assert (c["instances"], c["contradictions"], c["certified_both"], c["open_verified"], c["open_cex"],
+            c["open_open"], c["misclassified_cex"]) == (5, 0, 1, 1, 1, 1, 1)
+    text = summary.summarize([a, b])
+    assert "| `a` · learned | 3 | **0** | 1 | 0 | 1 | 1 | 0 | 0 | 66.7 → 33.3 (≥ 33.3) |" in text
+    assert "| **all** | 6 | **1** |" in text and "over 2 models, **1 contradiction**." in text
+    paths = []
+    for t in (a, b):
+        p = tmp_path / f"{t['model']}.json"
+        p.write_text(json.dumps(t))
+        paths.append(str(p))
+    assert summary.main([*paths, "--out", str(tmp_path / "s.md")]) == 0 and (tmp_path / "s.md").read_text() == text
+    assert summary.main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_table_files_keep_the_dots_of_a_model_name():
+    assert xc.table_files(Path("results/crosscheck/mnist-learned-0.4-paper")) == (
+        Path("results/crosscheck/mnist-learned-0.4-paper.md"), Path("results/crosscheck/mnist-learned-0.4-paper.json"))
+    assert xc.table_files(Path("t/x.md")) == (Path("t/x.md"), Path("t/x.json"))

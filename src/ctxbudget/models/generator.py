@@ -22,7 +22,7 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -116,15 +116,15 @@ class ContextHead(nn.Module):
             raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
         c, h, w = input_shape
         self.size = (h, w)
-        self.half = resolution == "half"
-        self.local_size = ((h + 1) // 2, (w + 1) // 2) if self.half else (h, w)
+        self.half_resolution = resolution == "half"
+        self.local_size = ((h + 1) // 2, (w + 1) // 2) if self.half_resolution else (h, w)
         self.grid = coarse_grid(h, w)
         # replicate padding: zero padding tells pixels within a few pixels of the border where they are
         mode: Literal["replicate", "zeros"] = "replicate" if padding == "replicate" else "zeros"
         self.local = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1, padding_mode=mode), nn.ReLU(),
                                    nn.Conv2d(8, width, 3, padding=1, padding_mode=mode), nn.ReLU(),
-                                   nn.Conv2d(width, width, 3, padding=1 if self.half else 2,
-                                             dilation=1 if self.half else 2, padding_mode=mode),
+                                   nn.Conv2d(width, width, 3, padding=1 if self.half_resolution else 2,
+                                             dilation=1 if self.half_resolution else 2, padding_mode=mode),
                                    nn.ReLU())
         self.summary = nn.Sequential(nn.Linear(width + c * 16, context), nn.ReLU())
         self.film = nn.Linear(context, 2 * width)
@@ -134,10 +134,10 @@ class ContextHead(nn.Module):
             nn.init.zeros_(layer.bias)
         self.out = nn.Conv2d(width, c, 1)
         self.skip: nn.Module | None = None
-        if self.half:
+        if self.half_resolution:
             skip = nn.Conv2d(8, c, 1)
             nn.init.zeros_(skip.weight)
-            nn.init.zeros_(skip.bias)
+            nn.init.zeros_(cast(torch.Tensor, skip.bias))
             self.skip = skip
         self.ink_weight = nn.Parameter(torch.tensor(INK_INIT))
         self.channels = c
