@@ -57,14 +57,16 @@ class BudgetConfig:
     alpha_hi: float = 2.0                 # upper limit u = min(α_hi·ε0, 1)
     train_eps_factor: float = 1.0         # train at factor·ε0 (CROWN-IBP CIFAR: 1.1), evaluate at ε0
     generator: str = "context"            # context (local + global context; follows the image) | dense (the
-                                          # paper: Linear head, stores position-fixed masks) | conv (local)
+                                          # paper: Linear head, stores position-fixed masks) | conv (local) |
+                                          # mix: (1 − w)·context + w·dense logits, w = generator_mix
     generator_padding: str = "replicate"  # context head only (the others ignore it): replicate | zeros
                                           # (pixels near the border know where they are; Watermarked MNIST, whose
                                           # mark sits in the margins, needs it on the cpu schedule)
     generator_precision: str = "auto"     # auto | float32 | bfloat16: the generator's matmuls (auto: bf16
                                           # where the hardware has fast bf16); bounds stay full precision
-    generator_resolution: str = "full"    # context head only: full | half (local path on the 2×2-pooled image,
-                                          # a quarter of its cost; upsampled, plus a full-resolution 3×3 detail conv)
+    generator_resolution: str = "full"    # context head only: full | half (most of its local path on 2×2-pooled
+                                          # features, upsampled, plus a full-resolution skip: ~1.6× cheaper)
+    generator_mix: float = 0.5            # mix head only: w in [0, 1] (0: the context head, 1: the dense head)
 
 
 @dataclass
@@ -134,8 +136,12 @@ class RunConfig:
         b = self.budget
         if b.kind == "uniform":
             return {("budget", "generator"), ("budget", "generator_padding"), ("budget", "generator_precision"),
-                    ("budget", "generator_resolution")}
-        return set() if b.generator == "context" else {("budget", "generator_padding"), ("budget", "generator_resolution")}
+                    ("budget", "generator_resolution"), ("budget", "generator_mix")}
+        if b.generator == "mix":
+            return set()
+        if b.generator == "context":
+            return {("budget", "generator_mix")}
+        return {("budget", "generator_padding"), ("budget", "generator_resolution"), ("budget", "generator_mix")}
 
     def _validate_data_source(self) -> None:
         """data.path / data.classes: required / allowed only for a data set built per path (image-folder)."""
@@ -169,6 +175,8 @@ class RunConfig:
             raise UserError(f"budget.generator must be one of {', '.join(HEADS)}, got {b.generator!r}")
         if b.generator_padding not in PADDINGS:
             raise UserError(f"budget.generator_padding must be one of {', '.join(PADDINGS)}, got {b.generator_padding!r}")
+        if not (isinstance(b.generator_mix, (int, float)) and 0.0 <= float(b.generator_mix) <= 1.0):
+            raise UserError(f"budget.generator_mix must be a number in [0, 1], got {b.generator_mix!r}")
         if b.generator_resolution not in RESOLUTIONS:
             raise UserError(f"budget.generator_resolution must be one of {', '.join(RESOLUTIONS)}, "
                             f"got {b.generator_resolution!r}")

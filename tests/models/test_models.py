@@ -208,3 +208,44 @@ def test_runs_saved_before_the_resolution_key_load_with_a_full_resolution_head(t
     assert read_config(tmp_path).budget.generator_resolution == "full"
     assert stored_config_from_dict(data).budget.generator_resolution == "full"   # a registry entry alike
     assert data["budget"].get("generator_resolution") is None                     # the caller's dict unchanged
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 12, 10)])
+def test_mix_head_equals_the_context_head_at_0_and_the_dense_head_at_1(shape):
+    """budget.generator=mix: logits (1 − w)·context + w·dense; its ends are the two heads, value for value."""
+    torch.manual_seed(0)
+    x = torch.rand(4, *shape)
+    context = _trained_like(BudgetGenerator(shape, head="context"))
+    dense = _trained_like(BudgetGenerator(shape, head="dense"))
+    mixes = {w: BudgetGenerator(shape, head="mix", mix=w) for w in (0.0, 0.3, 1.0)}
+    for m in mixes.values():
+        m.head.context.load_state_dict(context.head.state_dict())
+        m.head.dense_features.load_state_dict(dense.features.state_dict())
+        m.head.dense.load_state_dict(dense.head.state_dict())
+    with torch.no_grad():
+        assert torch.equal(mixes[0.0](x), context(x))
+        assert torch.equal(mixes[1.0](x), dense(x))
+        between = mixes[0.3].head(x)                                           # logits, before the Sigmoid
+        expected = 0.7 * context.head(x) + 0.3 * dense.head(dense.features(x)).view_as(x)
+        assert torch.allclose(between, expected, rtol=1e-6, atol=1e-5)
+    # the dense head's layout is unchanged (runs saved with it still load)
+    assert set(dense.state_dict()) == {"features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias",
+                                       "head.weight", "head.bias"}
+    with pytest.raises(ValueError, match="mix must lie in"):
+        BudgetGenerator(shape, head="mix", mix=1.5)
+
+
+def test_mix_head_config_and_table_name():
+    from ctxbudget.config import load_config
+    from ctxbudget.errors import UserError
+    from ctxbudget.reproduce.runner import head_name
+
+    cfg = load_config(None, ["budget.generator=mix", "budget.generator_mix=0.25"])
+    assert cfg.budget.generator_mix == 0.25 and cfg.inert_keys() == set()
+    assert head_name(cfg) == "mix (w = 0.25)"
+    assert ("budget", "generator_mix") in load_config(None, []).inert_keys()
+    with pytest.raises(UserError, match="budget.generator_mix must be a number in"):
+        load_config(None, ["budget.generator=mix", "budget.generator_mix=1.5"])
+    from ctxbudget.run import build_models
+    _, threat = build_models(cfg, (1, 28, 28), 10, (0.1,), (0.3,))
+    assert threat.generator.head.mix == 0.25

@@ -11,6 +11,9 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
 * ``head="conv"`` (local): the same two convolutions, then Conv(8→C, 3) → Sigmoid. Each budget
   depends on the 7×7 neighbourhood of its pixel; it cannot store a position-fixed map, but it cannot
   see a distant cue either.
+* ``head="mix"`` (:class:`MixedHead`): the knob between the two: logits ``(1 − w)·context + w·dense``
+  with ``w = mix`` in [0, 1] (``budget.generator_mix``); w = 0 computes exactly the context head,
+  w = 1 exactly the dense head.
 * ``head="context"`` (the default; see :class:`ContextHead`): local convolutions (9×9 receptive field)
   whose channels are modulated by a summary of the whole image, plus a coarse (about 7×7-pixel
   cells) map chosen from that summary, bounded to ±1 logit, and a learned ink prior. Budgets follow
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEADS = ("context", "dense", "conv")
+HEADS = ("context", "dense", "conv", "mix")
 PADDINGS = ("replicate", "zeros")        # padding of the context head's convolutions
 RESOLUTIONS = ("full", "half")           # resolution of the context head's local path
 DEFAULT_HEAD = "context"
@@ -162,11 +165,50 @@ class ContextHead(nn.Module):
         return logits + self.ink_weight * torch.tanh(ink / INK_SCALE)
 
 
+def dense_logits(input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8)
+                 ) -> tuple[nn.Sequential, nn.Linear]:
+    """The paper's dense head before its Sigmoid: (features, Linear), B×C×H×W → B×(C·H·W) logits."""
+    c, h, w = input_shape
+    c1, c2 = hidden_channels
+    features = nn.Sequential(nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
+                             nn.Flatten())
+    return features, nn.Linear(c2 * h * w, c * h * w)
+
+
+class MixedHead(nn.Module):
+    """Logits ``(1 − mix)·context(x) + mix·dense(x)`` (B×C×H×W): the knob between the default head,
+    which cannot store a position-fixed map, and the paper's, which can (and does: a parity mask).
+
+    ``context`` is a :class:`ContextHead`, ``dense_features`` / ``dense`` the dense head's layers
+    (:func:`dense_logits`). A side whose weight is 0 is not computed, so ``mix = 0`` is the context
+    head and ``mix = 1`` the dense head, value for value, given their weights.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], mix: float, hidden_channels: tuple[int, int] = (4, 8),
+                 padding: str = "replicate", resolution: str = "full") -> None:
+        super().__init__()
+        mix = float(mix)
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"mix must lie in [0, 1], got {mix}")
+        self.mix = mix
+        self.context = ContextHead(input_shape, padding=padding, resolution=resolution)
+        self.dense_features, self.dense = dense_logits(input_shape, hidden_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mix == 0.0:
+            return self.context(x)
+        dense = self.dense(self.dense_features(x)).view_as(x)
+        if self.mix == 1.0:
+            return dense
+        return (1.0 - self.mix) * self.context(x) + self.mix * dense
+
+
 class BudgetGenerator(nn.Module):
     """g_θ: B×C×H×W images → B×C×H×W scores in (0, 1); ``head`` one of :data:`HEADS`."""
 
     def __init__(self, input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8),
-                 head: str = DEFAULT_HEAD, padding: str = "replicate", resolution: str = "full") -> None:
+                 head: str = DEFAULT_HEAD, padding: str = "replicate", resolution: str = "full",
+                 mix: float = 0.5) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"generator head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -180,11 +222,15 @@ class BudgetGenerator(nn.Module):
             self.features = nn.Identity()
             self.head = ContextHead(self.input_shape, padding=padding, resolution=resolution)
             return
-        convs: list[nn.Module] = [nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()]
+        if head == "mix":
+            self.features = nn.Identity()
+            self.head = MixedHead(self.input_shape, mix, hidden_channels, padding=padding, resolution=resolution)
+            return
         if head == "dense":
-            self.features = nn.Sequential(*convs, nn.Flatten())
-            self.head = nn.Linear(c2 * h * w, c * h * w)
+            self.features, self.head = dense_logits(self.input_shape, hidden_channels)
         else:
+            convs: list[nn.Module] = [nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1),
+                                      nn.ReLU()]
             self.features = nn.Sequential(*convs)
             self.head = nn.Conv2d(c2, c, 3, padding=1)
 
@@ -200,4 +246,5 @@ def num_weights(module: nn.Module) -> int:
 
 
 __all__ = ["COARSE_RANGE", "INK_INIT", "INK_POOL", "INK_SCALE", "BudgetGenerator", "ContextHead", "DEFAULT_HEAD",
+           "MixedHead", "dense_logits",
            "HEADS", "PADDINGS", "RESOLUTIONS", "coarse_grid", "max_pool_same", "num_weights"]

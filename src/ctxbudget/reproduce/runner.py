@@ -223,12 +223,14 @@ def _wall(run_dir: Path) -> tuple[int, float]:
 
 def head_name(cfg: RunConfig) -> str:
     """The generator head as the tables name it: ``context``, ``context (zero padding)``, ``context (half
-    resolution)``, ``dense``, ``conv``."""
+    resolution)``, ``dense``, ``conv``, ``mix (w = 0.5)``."""
     b = cfg.budget
-    if b.generator != "context":
+    if b.generator not in ("context", "mix"):
         return b.generator
     notes = (["zero padding"] if b.generator_padding == "zeros" else []) + \
         (["half resolution"] if b.generator_resolution == "half" else [])
+    if b.generator == "mix":
+        return f"mix (w = {float(b.generator_mix):g}{''.join(', ' + n for n in notes)})"
     return f"context ({', '.join(notes)})" if notes else "context"
 
 
