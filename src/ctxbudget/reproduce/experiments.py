@@ -184,6 +184,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
              note="the fast recipe + MTL-IBP, α 0.5")),
         claim="none (not in the paper); which parts of Shi et al.'s recipe help learned budgets. The paper's "
               "numbers are on the base row (its 100-epoch schedule)"),
+    Experiment(
+        "tradeoff", "Contextuality against verified error: the mix head between the default and the paper's head "
+        "(not in the paper; Table 1's volumes)", "mnist",
+        tuple(Row(f"mix-{w:g}-{e0:g}", f"mnist-learned-{e0:g}", paper,
+                  overrides=("budget.generator=mix", f"budget.generator_mix={w:g}"),
+                  note=f"logits {1 - w:g}·context + {w:g}·dense")
+              for e0, paper in ((0.4, _p(1.41, 7.97, 58.10, 7.81)), (0.6, _p(2.95, 14.13, 100.0, 13.93)),
+                                (0.8, _p(12.15, 25.77, 100.0, 26.37)))
+              for w in (0.25, 0.5, 0.75)),
+        claim="none (not in the paper): where between the context head (w = 0: budgets that follow the image) "
+              "and the paper's dense head (w = 1: a position-fixed mask) the verified error and the "
+              "input-dependent share trade; the ends are Table 1's rows run with --set budget.generator=dense "
+              "and with the default. The paper's numbers are its Table 1 learned rows"),
 )}
 
 
