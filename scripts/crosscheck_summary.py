@@ -57,7 +57,7 @@ def row(label: str, c: dict[str, int]) -> str:
 
 
 def summarize(tables: list[dict[str, Any]]) -> str:
-    head = ("| model · box | instances | contradictions | certified by both | misclassified (counterexample) | "
+    head = ("| model · box | instances | contradictions | certified by both | misclassified | "
             "open → verified by α,β-CROWN | open → counterexample | open for both | ours certified, α,β-CROWN timed out | "
             "verified error: ours → with α,β-CROWN (true error ≥) |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -78,7 +78,8 @@ def summarize(tables: list[dict[str, Any]]) -> str:
               f"{total['open_cex']}; {total['open_open']} stay open (timeouts). The last column brackets the true "
               "verified error on these instances: at most ours minus the instances α,β-CROWN proves, at least the "
               "misclassified and the counterexamples."]
-    lines += ["", "Per-model tables and commands: " + ", ".join(f"[{t['model']}]({t['model']}.md)" for t in tables)]
+    lines += ["", "Per-model tables and commands: " + ", ".join(f"[{t['model']}]({t.get('file', t['model'])}.md)"
+                                                              for t in tables)]
     return "\n".join(lines) + "\n"
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for p in a.tables:
         try:
-            tables.append(json.loads(p.read_text()))
+            tables.append({**json.loads(p.read_text()), "file": p.stem})
         except (OSError, ValueError) as exc:
             print(f"error: cannot read {p}: {exc}")
             return 2
