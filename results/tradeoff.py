@@ -1,6 +1,6 @@
 """The trade-off between contextuality and verified error at Table 1's volumes (`cpu` schedule).
 
-    python results/tradeoff.py [--out results/tradeoff]        # from the repository root
+    python results/tradeoff.py [--out results/tradeoff-front]        # from the repository root
 
 Reads the tables that ``ctxbudget reproduce`` writes and puts every learned MNIST row of the `cpu`
 schedule on one plane per ε0: the input-dependent share of the log-budget variance (x) against the
@@ -59,7 +59,7 @@ def pareto(points: list[dict]) -> set[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/tradeoff", help="writes OUT.md and OUT.png")
+    ap.add_argument("--out", default="results/tradeoff-front", help="writes OUT.md and OUT.png")
     a = ap.parse_args()
     points = load_points()
     if not points:
@@ -81,7 +81,8 @@ def main() -> None:
             lines.append(f"| {e0:g} | {p['head']} | {p['clean']:.2f} | {p['verified']:.2f} ({paper}) | {p['share']:.1f} | "
                          f"{'★' if i in front else ''} | `{p['table']}` ({p['row']}) |")
             ax.scatter(p["share"], p["verified"], marker="*" if i in front else "o", s=80 if i in front else 30)
-            ax.annotate(p["head"], (p["share"], p["verified"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(p["head"], (p["share"], p["verified"]), fontsize=7, xytext=(3, 3 - 9 * (i % 3)),
+                        textcoords="offset points")
         if pts and pts[0]["paper"] is not None:
             ax.axhline(pts[0]["paper"], ls="--", lw=0.8, color="grey")
             ax.text(1, pts[0]["paper"], "paper", fontsize=7, color="grey", va="bottom")
