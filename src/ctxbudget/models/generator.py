@@ -165,14 +165,19 @@ class ContextHead(nn.Module):
         return logits + self.ink_weight * torch.tanh(ink / INK_SCALE)
 
 
+def _two_convs(channels: int, hidden_channels: tuple[int, int]) -> list[nn.Module]:
+    """The paper's feature stack, shared by the dense and conv heads: Conv(C→c1, 3) → ReLU → Conv(c1→c2, 3)
+    → ReLU, padding 1 (the size is kept)."""
+    c1, c2 = hidden_channels
+    return [nn.Conv2d(channels, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()]
+
+
 def dense_logits(input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8)
                  ) -> tuple[nn.Sequential, nn.Linear]:
     """The paper's dense head before its Sigmoid: (features, Linear), B×C×H×W → B×(C·H·W) logits."""
     c, h, w = input_shape
-    c1, c2 = hidden_channels
-    features = nn.Sequential(nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
-                             nn.Flatten())
-    return features, nn.Linear(c2 * h * w, c * h * w)
+    features = nn.Sequential(*_two_convs(c, hidden_channels), nn.Flatten())
+    return features, nn.Linear(hidden_channels[1] * h * w, c * h * w)
 
 
 class MixedHead(nn.Module):
@@ -215,7 +220,6 @@ class BudgetGenerator(nn.Module):
         c, h, w = (int(v) for v in input_shape)
         self.input_shape = (c, h, w)
         self.head_kind = head
-        c1, c2 = hidden_channels
         self.features: nn.Module
         self.head: nn.Module
         if head == "context":
@@ -229,10 +233,8 @@ class BudgetGenerator(nn.Module):
         if head == "dense":
             self.features, self.head = dense_logits(self.input_shape, hidden_channels)
         else:
-            convs: list[nn.Module] = [nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1),
-                                      nn.ReLU()]
-            self.features = nn.Sequential(*convs)
-            self.head = nn.Conv2d(c2, c, 3, padding=1)
+            self.features = nn.Sequential(*_two_convs(c, hidden_channels))
+            self.head = nn.Conv2d(hidden_channels[1], c, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
