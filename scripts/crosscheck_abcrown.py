@@ -186,6 +186,12 @@ def tabulate(instances: list[dict[str, Any]], done: dict[str, dict[str, Any]]) -
                      "abcrown_status": res["status"] if res else None,
                      "time_s": res["time_s"] if res else None, "timeout_s": res.get("timeout_s") if res else None,
                      "note": note})
+    return {"summary": summarize_rows(rows), "rows": rows}
+
+
+def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary counts of :func:`tabulate`'s rows (any subset of them: one box kind, several models):
+    contradictions, agreements, open instances settled or left open, α,β-CROWN's times."""
     ran = [r for r in rows if r["abcrown"] != "not run"]
 
     def count(ours: str, ab: str) -> int:
@@ -208,7 +214,7 @@ def tabulate(instances: list[dict[str, Any]], done: dict[str, dict[str, Any]]) -
     }
     summary["contradictions"] = (summary["contradictions_certified_vs_counterexample"]
                                  + summary["contradictions_misclassified_vs_safe"])
-    return {"summary": summary, "rows": rows}
+    return summary
 
 
 def to_markdown(table: dict[str, Any], title: str, command: str, wall_s: float) -> str:

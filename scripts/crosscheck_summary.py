@@ -14,36 +14,41 @@ verified error on these instances against the lowest verified error the complete
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 KINDS = ("learned", "uniform")
 
 
-def counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Verdict counts of the rows α,β-CROWN ran on (``abcrown`` not "not run")."""
-    c = {"instances": 0, "contradictions": 0, "certified_both": 0, "misclassified_cex": 0,
-         "open_verified": 0, "open_cex": 0, "open_open": 0, "certified_abcrown_timeout": 0, "ours_certified": 0}
-    for r in rows:
-        ours, ab = r["ctxbudget"], r["abcrown"]
-        if ab == "not run":
-            continue
-        c["instances"] += 1
-        c["ours_certified"] += ours == "certified"
-        if (ours == "certified" and ab == "counterexample") or (ours == "misclassified" and ab == "certified"):
-            c["contradictions"] += 1
-        elif ours == "certified":
-            c["certified_both" if ab == "certified" else "certified_abcrown_timeout"] += 1
-        elif ours == "misclassified":
-            c["misclassified_cex"] += 1
-        elif ab == "certified":
-            c["open_verified"] += 1
-        elif ab == "counterexample":
-            c["open_cex"] += 1
-        else:
-            c["open_open"] += 1
-    return c
+@functools.cache
+def _crosscheck() -> Any:
+    """``scripts/crosscheck_abcrown.py`` as a module: its :func:`summarize_rows` is the one place the
+    verdict pairs are classified (what is a contradiction, what α,β-CROWN settles)."""
+    path = Path(__file__).with_name("crosscheck_abcrown.py")
+    spec = importlib.util.spec_from_file_location("crosscheck_abcrown", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Verdict counts of the rows α,β-CROWN ran on (``abcrown`` not "not run"), from
+    ``crosscheck_abcrown.summarize_rows``; ``misclassified`` counts every example ctxbudget finds
+    misclassified but those α,β-CROWN proves safe (contradictions), whatever else it says."""
+    s = _crosscheck().summarize_rows(rows)
+    ran = [r for r in rows if r["abcrown"] != "not run"]
+    return {"instances": s["run"], "contradictions": s["contradictions"], "certified_both": s["agree_certified"],
+            "misclassified_cex": sum(r["ctxbudget"] == "misclassified" for r in ran)
+            - s["contradictions_misclassified_vs_safe"],
+            "open_verified": s["open_verified_by_abcrown"], "open_cex": s["open_counterexample_by_abcrown"],
+            "open_open": s["open_left_open"],
+            "certified_abcrown_timeout": sum(r["ctxbudget"] == "certified" and r["abcrown"] in ("timeout", "error")
+                                             for r in ran),
+            "ours_certified": sum(r["ctxbudget"] == "certified" for r in ran)}
 
 
 def row(label: str, c: dict[str, int]) -> str:

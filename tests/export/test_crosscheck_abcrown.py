@@ -124,7 +124,7 @@ def test_summary_counts_contradictions_and_the_gap_per_model_and_box(tmp_path):
     spec.loader.exec_module(summary)
 
     def r(kind, ours, ab):
-        return {"kind": kind, "ctxbudget": ours, "abcrown": ab}
+        return {"kind": kind, "ctxbudget": ours, "abcrown": ab, "time_s": 1.0, "timeout_s": 30.0}
     a = {"model": "a", "rows": [r("learned", "certified", "certified"), r("learned", "not certified", "certified"),
                                 r("learned", "not certified", "counterexample"), r("uniform", "misclassified",
                                                                                     "counterexample"),
