@@ -39,14 +39,14 @@ def main() -> None:
         raise SystemExit(f"auto_LiRPA does not import here ({exc}); see this script's docstring") from None
     from ctxbudget.bounds import margin_spec, verified_margin_lower
     from ctxbudget.budgets import input_box
-    from ctxbudget.data import get_dataset
+    from ctxbudget.evaluate import load_split
     from ctxbudget.run import load_run
     from ctxbudget.runtime import tune_allocator
 
     tune_allocator()
     torch.set_num_threads(a.threads)
     run = load_run(a.model)
-    ds = get_dataset(run.dataset, "test", root=a.data_dir or run.data_root, seed=run.config.data.seed)
+    ds = load_split(run, "test", a.data_dir)
     x, y = ds.images[: a.n], ds.labels[: a.n]
     model = run.classifier.eval()
     with torch.no_grad():

@@ -41,14 +41,14 @@ def run_single(run_dir: str, method: str, n: int, threads: int, repeat: int, alp
 
     from ctxbudget.bounds import verified_margin_lower
     from ctxbudget.budgets import input_box
-    from ctxbudget.data import get_dataset
+    from ctxbudget.evaluate import load_split
     from ctxbudget.run import load_run
     from ctxbudget.runtime import tune_allocator
 
     tune_allocator()
     torch.set_num_threads(threads)
     run = load_run(run_dir)
-    ds = get_dataset(run.dataset, "test", root=run.data_root, seed=run.config.data.seed)
+    ds = load_split(run, "test")
     x, y = ds.images[:n], ds.labels[:n]
     with torch.no_grad():
         lo, hi = input_box(x, run.budgets(x))
