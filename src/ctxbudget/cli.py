@@ -1,5 +1,6 @@
 """Command line: ``ctxbudget {train,evaluate,visualize,report,data,configs,export,certify,reproduce,models} …``
-(also ``python -m ctxbudget``).
+(also ``python -m ctxbudget``). The console script and ``python -m ctxbudget`` enter through
+:func:`run`, which ends a ``torchrun`` rank with :func:`ctxbudget.train.distributed.exit_rank`.
 
 This module only parses arguments and dispatches; each subcommand lives beside the code it drives
 and registers itself through an ``add_*_parser(subparsers)`` function that sets ``func``. Errors a
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from . import __version__
 from .errors import SoundnessError, UserError
@@ -73,5 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """Entry point of the ``ctxbudget`` script and of ``python -m ctxbudget``: :func:`main`, then the
+    exit. A rank started by ``torchrun`` leaves without the interpreter's finalisation (see
+    :func:`~ctxbudget.train.distributed.exit_rank`); any other process exits normally."""
+    from .train.distributed import exit_rank
+
+    exit_rank(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    run()

@@ -73,9 +73,10 @@ def test_sound_logits_and_margins(net_name: str, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["ibp", "crown-ibp"])
-def test_sound_float32_dm_small(method: str) -> None:
+@pytest.mark.parametrize("name", ["dm-small", "dm-small-px"])
+def test_sound_float32_dm_small(method: str, name: str) -> None:
     torch.manual_seed(0)
-    net = get_model("dm-small", (1, 28, 28), 10)
+    net = get_model(name, (1, 28, 28), 10)
     x, xl, xu = random_box(3, (1, 28, 28), seed=2, dtype=torch.float32, scale=0.05)
     C = margin_spec(torch.tensor([1, 2, 3]), 10)
     lo, up = compute_bounds(net, xl, xu, method, C=C)

@@ -15,12 +15,14 @@ EXPECTED_PARAMS = {
                            + (25088 * 512 + 512) + (512 * 10 + 10),
     ("dm-large", "cifar10"): (64 * 27 + 64) + (64 * 576 + 64) + (128 * 576 + 128) + 2 * (128 * 1152 + 128)
                              + (32768 * 512 + 512) + (512 * 10 + 10),
+    ("dm-small-px", "mnist"): (8 * 1 + 8) + (16 * 8 * 16 + 16) + (32 * 16 * 16 + 32) + (3200 * 100 + 100)
+                              + (100 * 10 + 10),
     ("dm-medium", "mnist"): (32 * 9 + 32) + (32 * 512 + 32) + (64 * 288 + 64) + (64 * 1024 + 64)
                             + (1024 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10),
 }
 
 
-@pytest.mark.parametrize("name", ["dm-small", "dm-medium", "dm-large"])
+@pytest.mark.parametrize("name", ["dm-small", "dm-medium", "dm-large", "dm-small-px"])
 @pytest.mark.parametrize("data", list(SHAPES))
 def test_output_shapes_and_layer_set(name, data):
     shape, k = SHAPES[data]

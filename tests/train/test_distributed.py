@@ -1,5 +1,6 @@
 """DDP equivalence on CPU (gloo): 2 processes × batch B/2 give the parameters of 1 process × batch B."""
 import json
+import os
 import subprocess
 import sys
 
@@ -63,3 +64,24 @@ def test_two_ranks_match_one_process(tmp_path, kind, defaults_config):
     # resume under torchrun works the same way
     _run(launcher + ["--resume", str(tmp_path / "two"), "--set", "optim.epochs=4", "--no-progress", "--device", "cpu"])
     assert torch.load(tmp_path / "two" / "final.pt", weights_only=False)["epoch"] == 4
+
+
+_EXIT_SCRIPT = """
+import atexit, sys
+from ctxbudget.train.distributed import exit_rank
+atexit.register(lambda: print("finalised"))
+sys.stdout.write("written, no newline")
+exit_rank(3)
+"""
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_exit_rank_skips_finalisation_only_under_torchrun(world_size):
+    # a torchrun rank leaves with os._exit after flushing (gloo's threads can abort a rank during
+    # the interpreter's finalisation); a plain process exits normally, atexit handlers included
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["WORLD_SIZE"] = world_size
+    proc = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.startswith("written, no newline")
+    assert ("finalised" in proc.stdout) == (world_size == "1")

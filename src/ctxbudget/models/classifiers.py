@@ -6,7 +6,9 @@ per-channel affine in pixel space [0, 1]), ``Conv2d``, ``ReLU``, ``Flatten``, ``
 al. (2018) as used by CROWN-IBP (Zhang et al., 2020); ``dm-small-bn`` and ``dm-medium-bn`` add a
 BatchNorm after every convolution and hidden linear layer (before its ReLU; not after the last
 layer), as Shi et al. (2021, "Fast Certified Robust Training with Short Warmup") do for IBP
-training. The flatten size is computed from the input shape, so any (C, H, W) and class count
+training. ``dm-small-px`` (and ``-px-bn``) put a pixel stem in front of DM-small: a 1×1
+convolution to 8 channels and a ReLU, with which the network can threshold single pixels (not in
+the paper; for large learned volumes, see docs/method.md). The flatten size is computed from the input shape, so any (C, H, W) and class count
 works. Custom architectures are added with :func:`register_model`. :func:`ibp_init_` is Shi et
 al.'s IBP initialisation.
 """
@@ -96,6 +98,7 @@ def _build(input_shape: Shape, num_classes: int, convs, hidden: Sequence[int],
 
 
 _SMALL = ([(16, 4, 2, 0), (32, 4, 1, 0)], [100])
+_PIXEL_STEM = [(8, 1, 1, 0)]
 _MEDIUM = ([(32, 3, 1, 0), (32, 4, 2, 0), (64, 3, 1, 0), (64, 4, 2, 0)], [512, 512])
 
 
@@ -107,6 +110,18 @@ def dm_small(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Se
 def dm_small_bn(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
     """DM-small with BatchNorm: Conv(16,4,2,0) → BN → Conv(32,4,1,0) → BN → Linear(100) → BN → Linear(classes)."""
     return _build(input_shape, num_classes, *_SMALL, mean, std, bn=True)
+
+
+def dm_small_px(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """DM-small behind a pixel stem: Conv(8,1,1,0) → Conv(16,4,2,0) → Conv(32,4,1,0) → Linear(100) →
+    Linear(classes). The 1×1 convolution and its ReLU let the first layer threshold each pixel
+    (relu(w·x + b)); interval bounds through it are exact per pixel."""
+    return _build(input_shape, num_classes, _PIXEL_STEM + _SMALL[0], _SMALL[1], mean, std)
+
+
+def dm_small_px_bn(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
+    """``dm-small-px`` with a BatchNorm after every convolution and the hidden linear layer."""
+    return _build(input_shape, num_classes, _PIXEL_STEM + _SMALL[0], _SMALL[1], mean, std, bn=True)
 
 
 def dm_medium(input_shape: Shape, num_classes: int, mean=None, std=None) -> nn.Sequential:
@@ -132,6 +147,8 @@ MODELS: dict[str, Callable[..., nn.Sequential]] = {
     "dm-large": dm_large,
     "dm-small-bn": dm_small_bn,
     "dm-medium-bn": dm_medium_bn,
+    "dm-small-px": dm_small_px,
+    "dm-small-px-bn": dm_small_px_bn,
 }
 
 INITS = ("default", "ibp")

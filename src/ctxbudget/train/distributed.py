@@ -6,8 +6,11 @@ single process and the helpers are no-ops.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -51,9 +54,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     """Initialise the process group when launched by torchrun; return (DistInfo, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not launched_by_torchrun():
         return DistInfo(), resolve_device(device_name)
+    world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
@@ -74,6 +77,30 @@ def teardown() -> None:
         except Exception:          # a peer already gone: nothing left to wait for
             pass
         dist.destroy_process_group()
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process that ``torchrun`` started as one rank of several (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def exit_rank(code: int) -> NoReturn:
+    """Exit with ``code``. A torchrun rank flushes its streams and log handlers and leaves with
+    ``os._exit``, without the interpreter's finalisation: gloo's worker threads can outlive
+    :func:`teardown` (the DDP reducer keeps the process group alive) and their destruction during
+    finalisation sometimes aborts a rank ("terminate called without an active exception", SIGABRT)
+    after its run was written, which torchrun then reports as a failed job. Every output of a
+    command is written and closed before the command returns, so nothing is lost. Any other process
+    exits normally (``SystemExit``)."""
+    if not launched_by_torchrun():
+        raise SystemExit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):      # a closed or broken pipe: nothing left to flush
+            pass
+    os._exit(code)
 
 
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
