@@ -27,6 +27,11 @@ def test_share_matches_the_formula_on_a_mixture():
 
 def test_share_of_constant_budgets_is_zero_and_bad_input_is_rejected():
     assert input_dependent_share(torch.full((4, 10), math.log(0.3))) == 0.0
+    # a generator saturated at one budget: float32 rounding noise is not an input-dependent map
+    saturated = torch.full((64, 784), 0.8) * (1 + 1e-7 * torch.randn(64, 784))
+    assert input_dependent_share(saturated.float().log()) == 0.0
+    # a real spread, however small in share, still counts
+    assert input_dependent_share(torch.randn(64, 784) * 1e-3) > 0.9
     with pytest.raises(ValueError, match="at least 2"):
         input_dependent_share(torch.zeros(1, 10))
     with pytest.raises(ValueError, match="finite"):

@@ -9,7 +9,9 @@ The paper shows contextuality with figures only; these numbers make it measurabl
 
   0 means one fixed budget map for every image (a mask the generator could have stored as a bias);
   1 means the per-dimension average map explains nothing. Uniform budgets have no variance at
-  all; the share is then reported as 0.
+  all; the share is then reported as 0, and so it is when the spread of ``L`` is below
+  ``FLAT_LOG_VARIANCE`` (budgets equal up to float rounding, as when a generator saturates at one
+  value everywhere: the ratio of two rounding noises would otherwise read as any share up to 1).
 * **mean budget on stroke vs background** pixels: stroke = dimensions with ``x > 0.5``, background =
   ``x ≤ 0.5`` (pixel units, [0, 1] images).
 * **label regions** of the synthetic data sets (``Dataset.regions``, N×1×H×W bool):
@@ -30,6 +32,9 @@ import torch
 
 STROKE_THRESHOLD = 0.5        # x > 0.5: digit stroke
 LIT_THRESHOLD = 0.05          # inside the watermark box, x > 0.05: a lit watermark pixel
+# variance of log ε below which the budgets count as one constant: a standard deviation of 1e-5 in
+# log ε (relative budget differences of 0.001 %), two orders above float32 rounding of log ε (~6e-8)
+FLAT_LOG_VARIANCE = 1e-10
 
 
 def _share_from_sums(count: float, dim_sums: torch.Tensor, sq_sum: float, total: float, numel: float) -> float:
@@ -37,7 +42,7 @@ def _share_from_sums(count: float, dim_sums: torch.Tensor, sq_sum: float, total:
     ``count`` images, ``dim_sums`` = Σ_images D per dimension, ``sq_sum`` = Σ D², ``total`` = Σ D."""
     across = sq_sum - total * total / numel                     # Σ (L − mean L)²
     within = sq_sum - float(dim_sums.double().pow(2).sum()) / count   # Σ (L − L̄)²
-    if across <= 1e-12 * max(sq_sum, 1e-300) or across <= 1e-24 * numel:
+    if across <= FLAT_LOG_VARIANCE * numel:                     # one budget everywhere, up to rounding
         return 0.0
     return min(max(within / across, 0.0), 1.0)
 
