@@ -209,18 +209,23 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
               "and with the default. The paper's numbers are its Table 1 learned rows"),
     Experiment(
         "volumes", "Large volumes with the default (context) head: a classifier that can read single pixels "
-        "(BatchNorm, a 1×1 pixel stem) on Table 1's ε0 = 0.6 and 0.8 and Table 3's Watermarked 0.4 "
-        "(not in the paper)", "mnist",
+        "(BatchNorm, a 1×1 pixel stem) on Table 1's ε0 = 0.6 and 0.8 (not in the paper)", "mnist",
         tuple(Row(f"{tag}-{e0:g}", f"mnist-learned-{e0:g}", _TABLE1_LEARNED[e0], overrides=(f"model.name={model}",),
                   note=note)
-              for e0 in (0.6, 0.8) for tag, model, note in _VOLUME_MODELS)
-        + tuple(Row(f"wm-{tag}-0.4", "watermarked-mnist-learned-0.4", _p(3.48, None, None, 19.04),
-                    overrides=(f"model.name={model}",), note=note)
-                for tag, model, note in _VOLUME_MODELS),
+              for e0 in (0.6, 0.8) for tag, model, note in _VOLUME_MODELS),
         claim="none (not in the paper): at large volumes the default head's stroke-shaped maps leave a pixel "
               "readable only by thresholding it near the middle of [0, 1]; whether a classifier that can "
               "threshold single pixels certifies more with budgets that still follow the image. Table 1's "
               "rows with the default classifier are the baseline; the paper's numbers are its DM-small rows"),
+    Experiment(
+        "volumes-watermarked", "Table 3's Watermarked MNIST at ε0 = 0.4 with the default (context) head and the "
+        "classifiers of the volumes experiment (not in the paper)", "watermarked-mnist",
+        tuple(Row(f"{tag}-0.4", "watermarked-mnist-learned-0.4", _p(3.48, None, None, 19.04),
+                  overrides=(f"model.name={model}",), note=note)
+              for tag, model, note in _VOLUME_MODELS),
+        claim="none (not in the paper): whether the default head keeps the 30 %-opacity watermark at ε0 = 0.4 "
+              "(Table 3's learned row with DM-small lost it on the cpu schedule: 51.80 % clean error) when the "
+              "classifier can threshold single pixels; the paper's numbers are its learned 0.4 row"),
 )}
 
 
