@@ -78,8 +78,10 @@ def test_inert_keys_name_what_a_run_never_reads():
                                                                        ("budget", "generator_resolution")}
     assert load_config(None, ["budget.generator=dense"]).inert_keys() == {("budget", "generator_padding"),
                                                                           ("budget", "generator_resolution"),
-                                                                          ("budget", "generator_mix")}
-    assert load_config(None, ["budget.generator=context"]).inert_keys() == {("budget", "generator_mix")}
+                                                                          ("budget", "generator_mix"),
+                                                                          ("budget", "generator_mix_range")}
+    assert load_config(None, ["budget.generator=context"]).inert_keys() == {("budget", "generator_mix"),
+                                                                            ("budget", "generator_mix_range")}
     assert load_config(None, ["budget.generator=mix"]).inert_keys() == set()
 
 

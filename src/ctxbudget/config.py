@@ -67,6 +67,7 @@ class BudgetConfig:
     generator_resolution: str = "full"    # context head only: full | half (most of its local path on 2×2-pooled
                                           # features, upsampled, plus a full-resolution skip: ~1.6× cheaper)
     generator_mix: float = 0.5            # mix head only: w in [0, 1] (0: the context head, 1: the dense head)
+    generator_mix_range: float | None = None  # mix head only: the dense logits bounded to R·tanh(·/R) (null: unbounded)
 
 
 @dataclass
@@ -136,12 +137,13 @@ class RunConfig:
         b = self.budget
         if b.kind == "uniform":
             return {("budget", "generator"), ("budget", "generator_padding"), ("budget", "generator_precision"),
-                    ("budget", "generator_resolution"), ("budget", "generator_mix")}
+                    ("budget", "generator_resolution"), ("budget", "generator_mix"), ("budget", "generator_mix_range")}
         if b.generator == "mix":
             return set()
         if b.generator == "context":
-            return {("budget", "generator_mix")}
-        return {("budget", "generator_padding"), ("budget", "generator_resolution"), ("budget", "generator_mix")}
+            return {("budget", "generator_mix"), ("budget", "generator_mix_range")}
+        return {("budget", "generator_padding"), ("budget", "generator_resolution"), ("budget", "generator_mix"),
+                ("budget", "generator_mix_range")}
 
     def _validate_data_source(self) -> None:
         """data.path / data.classes: required / allowed only for a data set built per path (image-folder)."""
@@ -177,6 +179,9 @@ class RunConfig:
             raise UserError(f"budget.generator_padding must be one of {', '.join(PADDINGS)}, got {b.generator_padding!r}")
         if not (isinstance(b.generator_mix, (int, float)) and 0.0 <= float(b.generator_mix) <= 1.0):
             raise UserError(f"budget.generator_mix must be a number in [0, 1], got {b.generator_mix!r}")
+        r = b.generator_mix_range
+        if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < float(r) < float("inf")):
+            raise UserError(f"budget.generator_mix_range must be a positive number (logits) or null, got {r!r}")
         if b.generator_resolution not in RESOLUTIONS:
             raise UserError(f"budget.generator_resolution must be one of {', '.join(RESOLUTIONS)}, "
                             f"got {b.generator_resolution!r}")

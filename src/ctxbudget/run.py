@@ -284,7 +284,8 @@ def build_models(cfg: RunConfig, input_shape: tuple[int, int, int], num_classes:
     if cfg.budget.kind == "learned":
         dtype = generator_dtype(cfg.budget.generator_precision, device)
         generator = BudgetGenerator(input_shape, head=cfg.budget.generator, padding=cfg.budget.generator_padding,
-                                    resolution=cfg.budget.generator_resolution, mix=cfg.budget.generator_mix)
+                                    resolution=cfg.budget.generator_resolution, mix=cfg.budget.generator_mix,
+                                    mix_range=cfg.budget.generator_mix_range)
         threat: BudgetModel = LearnedBudget(generator, 0.0, cfg.budget.alpha_lo, cfg.budget.alpha_hi,
                                             compute_dtype=dtype)
     else:

@@ -251,3 +251,40 @@ def test_mix_head_config_and_table_name():
     from ctxbudget.run import build_models
     _, threat = build_models(cfg, (1, 28, 28), 10, (0.1,), (0.3,))
     assert threat.generator.head.mix == 0.25
+
+
+def test_mix_range_bounds_the_dense_part_of_the_logits():
+    """budget.generator_mix_range = R: the dense logits d enter as R·tanh(d/R), so the position-fixed
+    part moves the logits by at most w·R; without it (None) the mix head is unchanged."""
+    shape = (1, 28, 28)
+    torch.manual_seed(0)
+    x = torch.rand(4, *shape)
+    free = _trained_like(BudgetGenerator(shape, head="mix", mix=0.5))
+    with torch.no_grad():
+        free.head.dense.bias.fill_(40.0)                      # a dense part far beyond any bound
+        bounded = BudgetGenerator(shape, head="mix", mix=0.5, mix_range=2.0)
+        bounded.load_state_dict(free.state_dict())
+        ctx = free.head.context(x)
+        d = free.head.dense(free.head.dense_features(x)).view_as(x)
+        assert torch.allclose(free.head(x), 0.5 * ctx + 0.5 * d, rtol=1e-6, atol=1e-4)
+        assert torch.allclose(bounded.head(x), 0.5 * ctx + 0.5 * 2.0 * torch.tanh(d / 2.0), rtol=1e-6, atol=1e-5)
+        assert float((bounded.head(x) - 0.5 * ctx).abs().max()) <= 1.0 + 1e-6
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="mix_range must be a positive number"):
+            BudgetGenerator(shape, head="mix", mix=0.5, mix_range=bad)
+
+
+def test_mix_range_config_and_table_name():
+    from ctxbudget.config import load_config
+    from ctxbudget.errors import UserError
+    from ctxbudget.reproduce.runner import head_name
+    from ctxbudget.run import build_models
+
+    cfg = load_config(None, ["budget.generator=mix", "budget.generator_mix=0.5", "budget.generator_mix_range=2"])
+    assert head_name(cfg) == "mix (w = 0.5, dense part within ±2)"
+    _, threat = build_models(cfg, (1, 28, 28), 10, (0.1,), (0.3,))
+    assert threat.generator.head.mix_range == 2.0
+    assert ("budget", "generator_mix_range") in load_config(None, []).inert_keys()
+    for bad in ("0", "-1", "true", "abc"):
+        with pytest.raises(UserError, match="budget.generator_mix_range must be a (positive )?number"):
+            load_config(None, ["budget.generator=mix", f"budget.generator_mix_range={bad}"])

@@ -13,7 +13,9 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
   see a distant cue either.
 * ``head="mix"`` (:class:`MixedHead`): the knob between the two: logits ``(1 − w)·context + w·dense``
   with ``w = mix`` in [0, 1] (``budget.generator_mix``); w = 0 computes exactly the context head,
-  w = 1 exactly the dense head.
+  w = 1 exactly the dense head. ``mix_range = R`` (``budget.generator_mix_range``) bounds the dense
+  part to ``R·tanh(dense/R)`` logits, so the position-fixed map can shift the context head's logits
+  by at most ``w·R`` and cannot saturate the sigmoid on its own.
 * ``head="context"`` (the default; see :class:`ContextHead`): local convolutions (9×9 receptive field)
   whose channels are modulated by a summary of the whole image, plus a coarse (about 7×7-pixel
   cells) map chosen from that summary, bounded to ±1 logit, and a learned ink prior. Budgets follow
@@ -24,6 +26,8 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
   features (about half the generator's cost) with a full-resolution skip for detail.
 """
 from __future__ import annotations
+
+import math
 
 from typing import Literal, cast
 
@@ -186,16 +190,20 @@ class MixedHead(nn.Module):
 
     ``context`` is a :class:`ContextHead`, ``dense_features`` / ``dense`` the dense head's layers
     (:func:`dense_logits`). A side whose weight is 0 is not computed, so ``mix = 0`` is the context
-    head and ``mix = 1`` the dense head, value for value, given their weights.
+    head and ``mix = 1`` the dense head, value for value, given their weights. ``mix_range`` (logits,
+    > 0, or None: unbounded) replaces the dense logits d by ``mix_range·tanh(d / mix_range)``.
     """
 
     def __init__(self, input_shape: tuple[int, int, int], mix: float, hidden_channels: tuple[int, int] = (4, 8),
-                 padding: str = "replicate", resolution: str = "full") -> None:
+                 padding: str = "replicate", resolution: str = "full", mix_range: float | None = None) -> None:
         super().__init__()
         mix = float(mix)
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"mix must lie in [0, 1], got {mix}")
+        if mix_range is not None and not (math.isfinite(float(mix_range)) and float(mix_range) > 0):
+            raise ValueError(f"mix_range must be a positive number (logits) or None, got {mix_range}")
         self.mix = mix
+        self.mix_range = None if mix_range is None else float(mix_range)
         self.context = ContextHead(input_shape, padding=padding, resolution=resolution)
         self.dense_features, self.dense = dense_logits(input_shape, hidden_channels)
 
@@ -203,6 +211,8 @@ class MixedHead(nn.Module):
         if self.mix == 0.0:
             return self.context(x)
         dense = self.dense(self.dense_features(x)).view_as(x)
+        if self.mix_range is not None:
+            dense = self.mix_range * torch.tanh(dense / self.mix_range)
         if self.mix == 1.0:
             return dense
         return (1.0 - self.mix) * self.context(x) + self.mix * dense
@@ -213,7 +223,7 @@ class BudgetGenerator(nn.Module):
 
     def __init__(self, input_shape: tuple[int, int, int], hidden_channels: tuple[int, int] = (4, 8),
                  head: str = DEFAULT_HEAD, padding: str = "replicate", resolution: str = "full",
-                 mix: float = 0.5) -> None:
+                 mix: float = 0.5, mix_range: float | None = None) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"generator head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -228,7 +238,8 @@ class BudgetGenerator(nn.Module):
             return
         if head == "mix":
             self.features = nn.Identity()
-            self.head = MixedHead(self.input_shape, mix, hidden_channels, padding=padding, resolution=resolution)
+            self.head = MixedHead(self.input_shape, mix, hidden_channels, padding=padding, resolution=resolution,
+                                  mix_range=mix_range)
             return
         if head == "dense":
             self.features, self.head = dense_logits(self.input_shape, hidden_channels)

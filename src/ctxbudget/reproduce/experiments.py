@@ -196,13 +196,17 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         claim="none (not in the paper); which parts of Shi et al.'s recipe help learned budgets. The paper's "
               "numbers are on the base row (its 100-epoch schedule)"),
     Experiment(
-        "tradeoff", "Contextuality against verified error: the mix head between the default and the paper's head "
-        "(not in the paper; Table 1's volumes)", "mnist",
+        "tradeoff", "Contextuality against verified error: the mix head between the default and the paper's head, "
+        "by weight and by the range of its dense part (not in the paper; Table 1's volumes)", "mnist",
         tuple(Row(f"mix-{w:g}-{e0:g}", f"mnist-learned-{e0:g}", paper,
                   overrides=("budget.generator=mix", f"budget.generator_mix={w:g}"),
                   note=f"logits {1 - w:g}·context + {w:g}·dense")
               for e0, paper in _TABLE1_LEARNED.items()
-              for w in (0.25, 0.5, 0.75)),
+              for w in (0.25, 0.5, 0.75))
+        + tuple(Row(f"mix-0.5-r{r:g}-{e0:g}", f"mnist-learned-{e0:g}", _TABLE1_LEARNED[e0],
+                    overrides=("budget.generator=mix", "budget.generator_mix=0.5", f"budget.generator_mix_range={r:g}"),
+                    note=f"logits 0.5·context + 0.5·{r:g}·tanh(dense/{r:g}): the dense part moves them by ≤ {r / 2:g}")
+                for e0 in (0.6, 0.8) for r in (2, 4)),
         claim="none (not in the paper): where between the context head (w = 0: budgets that follow the image) "
               "and the paper's dense head (w = 1: a position-fixed mask) the verified error and the "
               "input-dependent share trade; the ends are Table 1's rows run with --set budget.generator=dense "

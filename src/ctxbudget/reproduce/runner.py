@@ -230,6 +230,8 @@ def head_name(cfg: RunConfig) -> str:
     notes = (["zero padding"] if b.generator_padding == "zeros" else []) + \
         (["half resolution"] if b.generator_resolution == "half" else [])
     if b.generator == "mix":
+        if b.generator_mix_range is not None:
+            notes = [f"dense part within ±{float(b.generator_mix_range):g}"] + notes
         return f"mix (w = {float(b.generator_mix):g}{''.join(', ' + n for n in notes)})"
     return f"context ({', '.join(notes)})" if notes else "context"
 
