@@ -9,8 +9,12 @@ verified error under the row's own budgets (y), all 10,000 test images:
 * ``results/table1.json`` — the default ``context`` head (w = 0);
 * ``results/dense/table1.json`` — the paper's ``dense`` head (w = 1);
 * ``results/tradeoff.json`` — the ``mix`` head in between (``ctxbudget reproduce tradeoff --schedule cpu
-  --out results``), where it exists; other heads or settings of any of these tables are drawn too,
-  labelled by their head.
+  --out results``), by weight and by the range of its dense part;
+* ``results/volumes.json`` — the default head with other classifiers (``ctxbudget reproduce volumes
+  --schedule cpu --out results``: BatchNorm, a 1×1 pixel stem).
+
+Rows missing from a table are skipped; each point is labelled by its head, and by its classifier
+where a row overrides ``model.name``.
 
 Writes ``OUT.md`` (one table, the paper's verified error beside each ε0) and ``OUT.png``; the Pareto
 front per ε0 (no other row has both a lower verified error and a higher share) is marked.
@@ -22,7 +26,13 @@ import json
 import re
 from pathlib import Path
 
-SOURCES = ("results/table1.json", "results/dense/table1.json", "results/tradeoff.json")
+SOURCES = ("results/table1.json", "results/dense/table1.json", "results/tradeoff.json", "results/volumes.json")
+
+
+def label(row: dict) -> str:
+    """The row's head, and its classifier where the row overrides ``model.name``."""
+    models = [o.split("=", 1)[1] for o in row.get("config_overrides", []) if o.startswith("model.name=")]
+    return row.get("head", "?") + (f", {models[-1]}" if models else "")
 
 
 def load_points(sources: tuple[str, ...] = SOURCES) -> list[dict]:
@@ -40,7 +50,7 @@ def load_points(sources: tuple[str, ...] = SOURCES) -> list[dict]:
             m = re.search(r"(\d+(?:\.\d+)?)$", row["row"])
             if row.get("kind") != "learned" or ours.get("learned") is None or "input_dependent_share" not in ctx or not m:
                 continue
-            points.append({"eps0": float(m.group(1)), "head": row.get("head", "?"), "row": row["row"], "table": src,
+            points.append({"eps0": float(m.group(1)), "head": label(row), "row": row["row"], "table": src,
                            "verified": 100 * ours["learned"], "clean": 100 * ours["clean"],
                            "share": 100 * ctx["input_dependent_share"], "n": row.get("n"),
                            "paper": (row.get("paper") or {}).get("learned")})
@@ -90,7 +100,7 @@ def main() -> None:
         ax.set_xlabel("input-dependent share of log-ε variance (%)")
         ax.set_ylabel("verified error, learned budgets (%)")
         ax.set_xlim(-2, 100)
-    fig.suptitle("MNIST, cpu schedule: verified error vs contextuality (context head, dense head, mix)", fontsize=9)
+    fig.suptitle("MNIST, cpu schedule: verified error vs contextuality (context head, dense head, mix, classifiers)", fontsize=9)
     fig.tight_layout()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
