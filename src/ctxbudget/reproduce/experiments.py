@@ -227,7 +227,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         (Row("smoothed-0.4", "watermarked-mnist-learned-0.4", _p(3.48, None, None, 19.04),
              overrides=("schedule.kind=smoothed",),
              note="DM-small, smoothed ramp (ε0 grows as t⁴ over its first quarter; the linear ramp lost the mark "
-                  "at ε0 ≈ 0.1)"),)
+                  "at ε0 ≈ 0.1)"),
+         Row("fast-0.4", "watermarked-mnist-learned-0.4", _p(3.48, None, None, 19.04),
+             overrides=("model.name=dm-small-bn", "model.init=ibp", "loss.warmup_reg=0.5"),
+             note="DM-small-BN, IBP initialisation, warm-up regularisers (the fast recipe's parts; CROWN-IBP loss)"),)
         + tuple(Row(f"{tag}-0.4", "watermarked-mnist-learned-0.4", _p(3.48, None, None, 19.04),
                     overrides=(f"model.name={model}",), note=note)
                 for tag, model, note in _VOLUME_MODELS),
