@@ -119,3 +119,15 @@ def test_contextuality_row_flattens_share_and_ratios():
     ctx = {"n": 3, "mean_eps": 0.2, "input_dependent_share": 0.25,
            "stroke_vs_background": {"mean": 0.1, "mean_other": 0.4, "ratio": 0.25}}
     assert contextuality_row(ctx) == {"input_dependent_share": 0.25, "ratio_stroke_vs_background": 0.25}
+
+
+def test_log_eps_std_says_how_far_budgets_spread_beside_the_share():
+    images = torch.rand(10, 1, 4, 4)
+    flat_but_one = torch.full((10, 1, 4, 4), 0.8)
+    flat_but_one[3, 0, 0, 0] = 0.4                               # one image, one pixel differs
+    ctx = budget_contextuality(lambda x: flat_but_one[: len(x)], images)
+    assert ctx["input_dependent_share"] > 0.8                   # all the (tiny) variance is input-dependent
+    L = flat_but_one.log()
+    assert ctx["log_eps_std"] == pytest.approx(float(L.std(unbiased=False)), rel=1e-6)
+    assert ctx["log_eps_std"] < 0.1
+    assert budget_contextuality(lambda x: torch.full_like(x, 0.3), images)["log_eps_std"] == pytest.approx(0.0, abs=1e-12)

@@ -22,10 +22,15 @@ The paper shows contextuality with figures only; these numbers make it measurabl
     the region mask, are left out of both). The paper's claim: large budgets on the ignored half.
   - any other data set with regions: inside vs outside them (``label_region_vs_elsewhere``).
 
+* ``log_eps_std``: the standard deviation of log ε over all images and dimensions (0 for one budget
+  everywhere); read the share beside it: a generator saturated at ε0 on all but a few images gives
+  a share near 1 of a variance near 0.
+
 Every mean is an arithmetic mean of budgets in pixel units; ``ratio`` = first mean / second mean.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -45,6 +50,14 @@ def _share_from_sums(count: float, dim_sums: torch.Tensor, sq_sum: float, total:
     if across <= FLAT_LOG_VARIANCE * numel:                     # one budget everywhere, up to rounding
         return 0.0
     return min(max(within / across, 0.0), 1.0)
+
+
+def _log_std_from_sums(sq_sum: float, total: float, numel: float) -> float:
+    """Standard deviation of log ε over every image and dimension, from the shifted sums of
+    :func:`_share_from_sums`: how far the budgets spread at all. The share is a ratio of variances and
+    says nothing about their size; a map flat but for a few images reads as share ≈ 1 with a
+    ``log_eps_std`` near 0."""
+    return math.sqrt(max(sq_sum - total * total / numel, 0.0) / numel)
 
 
 def input_dependent_share(log_eps: torch.Tensor) -> float:
@@ -169,7 +182,8 @@ class ContextualityAccumulator:
         numel = count * self.dims
         out: dict = {"n": round(count), "mean_eps": float(self.state[1]) / numel,
                      "input_dependent_share": _share_from_sums(count, self.state[self._head:], float(self.state[3]),
-                                                               float(self.state[2]), numel)}
+                                                               float(self.state[2]), numel),
+                     "log_eps_std": _log_std_from_sums(float(self.state[3]), float(self.state[2]), numel)}
         for i, name in enumerate(self.names):
             sa, ca, sb, cb = (float(v) for v in self.state[4 + 4 * i:8 + 4 * i])
             ma = sa / ca if ca else None
