@@ -93,7 +93,10 @@ def test_register_copies_weights_config_results_and_stats(registry, finished_run
     assert entry.weights["sha256"] == json.loads((finished_run / FINAL_WEIGHTS_INFO).read_text())["sha256"]
     assert entry.weights_path.read_bytes() == (finished_run / FINAL_WEIGHTS).read_bytes()
     assert entry.config == yaml.safe_load((finished_run / "config.yaml").read_text())
-    assert entry.results == json.loads((finished_run / "results.json").read_text())
+    results = json.loads((finished_run / "results.json").read_text())
+    assert {**entry.results, "run_dir": None} == {**results, "run_dir": None}
+    # the manifest records no absolute path of this machine (the run lies outside the working directory)
+    assert entry.results["run_dir"] == entry.source["run_dir"] == Path(*finished_run.parts[-3:]).as_posix()
     assert entry.budget_stats == json.loads((finished_run / "figures" / "budget_stats.json").read_text())
     assert entry.dataset == "mnist-sample" and entry.head == "context" and entry.epoch == 2
     assert entry.command.startswith("ctxbudget train --config ") and "optim.epochs=2" in entry.command
@@ -288,6 +291,9 @@ def test_packaged_registry_fits_the_size_budget_and_verifies(monkeypatch):
     for m in stored:
         read_weights(m)                                              # size and sha256 as the manifest says
         assert m.results and m.config and m.command.startswith("ctxbudget ")
+    for m in reg.models:                                             # no path of the machine that registered it
+        paths = [m.config["data"]["root"], m.results.get("run_dir"), m.source.get("run_dir")]
+        assert not any(p and Path(p).is_absolute() for p in paths), (m.name, paths)
     assert set(QUICKSTART) <= {m.name for m in stored}
 
 

@@ -163,6 +163,19 @@ def _check_target(registry: Registry, name: str, replace: bool, size: int) -> Op
     return old
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` as the manifest records it: relative to the working directory when it lies below it,
+    else its last three parts; the shipped manifest holds no absolute path of the machine that
+    registered the model."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(*p.parts[-3:]).as_posix()
+
+
 def register_run(run_dir: str | Path, name: str, *, description: str | None = None, command: str | None = None,
                  schedule: str | None = None, root: str | Path | None = None, stored: bool = True,
                  replace: bool = False) -> ModelEntry:
@@ -197,12 +210,16 @@ def register_run(run_dir: str | Path, name: str, *, description: str | None = No
         digest = sha256_bytes(source.data)
         weights = {"file": f"{name}-{digest[:12]}.pt", "sha256": digest, "size": len(source.data), "dtype": "float32",
                    "parameters": source.weights.parameters()}
+    config = cfg.to_dict()
+    if config["data"]["root"] and Path(config["data"]["root"]).is_absolute():
+        config["data"]["root"] = None          # a path of this machine; a registered model reads --data-dir
+    results = {**results, "run_dir": portable_path(results.get("run_dir", run_dir))}
     entry = ModelEntry(name=name, description=description or cfg.description or name,
                        command=command or derive_command(cfg, f"runs/{name}"), dataset=cfg.data.name,
                        schedule=schedule or describe_schedule(cfg), head=_head(cfg), epoch=epoch, step=step,
-                       config=cfg.to_dict(), results=results, weights=weights,
+                       config=config, results=results, weights=weights,
                        budget_stats=_read_json(stats_path, "run `ctxbudget visualize` again") if stats_path.is_file() else None,
-                       source={"run_dir": str(run_dir), "weights_from": source.file if source else None,
+                       source={"run_dir": portable_path(run_dir), "weights_from": source.file if source else None,
                                "ctxbudget": __version__},
                        root=registry.root)
     fresh = source is not None and entry.weights_path is not None and not entry.weights_path.exists()
