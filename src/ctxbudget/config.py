@@ -45,7 +45,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "dm-small"                # dm-small | dm-medium | dm-large | dm-small-bn | dm-medium-bn | dm-small-px | dm-small-px-bn
+    name: str = "dm-small"                # dm-small | dm-medium | dm-large | dm-small-bn | dm-medium-bn |
+                                          # dm-small-px | dm-small-px-bn (a 1×1 pixel stem before DM-small)
     init: str = "default"                 # default (PyTorch) | ibp (Shi et al. 2021: N(0, (√(2π)/fan_in)²))
 
 

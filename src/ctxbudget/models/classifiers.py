@@ -8,9 +8,9 @@ BatchNorm after every convolution and hidden linear layer (before its ReLU; not 
 layer), as Shi et al. (2021, "Fast Certified Robust Training with Short Warmup") do for IBP
 training. ``dm-small-px`` (and ``-px-bn``) put a pixel stem in front of DM-small: a 1×1
 convolution to 8 channels and a ReLU, with which the network can threshold single pixels (not in
-the paper; for large learned volumes, see docs/method.md). The flatten size is computed from the input shape, so any (C, H, W) and class count
-works. Custom architectures are added with :func:`register_model`. :func:`ibp_init_` is Shi et
-al.'s IBP initialisation.
+the paper; for large learned volumes, see docs/method.md). The flatten size is computed from the
+input shape, so any (C, H, W) and class count works. Custom architectures are added with
+:func:`register_model`. :func:`ibp_init_` is Shi et al.'s IBP initialisation.
 """
 from __future__ import annotations
 

@@ -28,7 +28,6 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
 from __future__ import annotations
 
 import math
-
 from typing import Literal, cast
 
 import torch
