@@ -10,6 +10,8 @@ verified error under the row's own budgets (y), all 10,000 test images:
 * ``results/dense/table1.json`` — the paper's ``dense`` head (w = 1);
 * ``results/tradeoff.json`` — the ``mix`` head in between (``ctxbudget reproduce tradeoff --schedule cpu
   --out results``), by weight and by the range of its dense part;
+* ``results/tradeoff-seed1/tradeoff.json`` — tradeoff rows trained again with ``--set seed=1`` (how far
+  a point moves with the seed);
 * ``results/volumes.json`` — the default head with other classifiers (``ctxbudget reproduce volumes
   --schedule cpu --out results``: BatchNorm, a 1×1 pixel stem).
 
@@ -26,13 +28,16 @@ import json
 import re
 from pathlib import Path
 
-SOURCES = ("results/table1.json", "results/dense/table1.json", "results/tradeoff.json", "results/volumes.json")
+SOURCES = ("results/table1.json", "results/dense/table1.json", "results/tradeoff.json", "results/tradeoff-seed1/tradeoff.json",
+           "results/volumes.json")
 
 
 def label(row: dict) -> str:
-    """The row's head, and its classifier where the row overrides ``model.name``."""
-    models = [o.split("=", 1)[1] for o in row.get("config_overrides", []) if o.startswith("model.name=")]
-    return row.get("head", "?") + (f", {models[-1]}" if models else "")
+    """The row's head, and its classifier and seed where the row overrides ``model.name`` / ``seed``."""
+    overrides = row.get("config_overrides", [])
+    models = [o.split("=", 1)[1] for o in overrides if o.startswith("model.name=")]
+    seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
+    return row.get("head", "?") + (f", {models[-1]}" if models else "") + (f", seed {seeds[-1]}" if seeds else "")
 
 
 def load_points(sources: tuple[str, ...] = SOURCES) -> list[dict]:
