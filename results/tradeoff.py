@@ -40,6 +40,19 @@ def label(row: dict) -> str:
     return row.get("head", "?") + (f", {models[-1]}" if models else "") + (f", seed {seeds[-1]}" if seeds else "")
 
 
+#: the targets set for the `cpu` schedule (verified error at most V % with share at least S %), shaded
+TARGETS = {0.6: (19.5, 20.0), 0.8: (40.0, 20.0)}
+
+
+def short(head: str) -> str:
+    """A figure label: ``mix (w = 0.5, dense part within ±3), seed 1`` → ``mix ±3 s1``, ``context,
+    dm-small-px`` → ``context+px`` (the table keeps the full names)."""
+    out = re.sub(r"mix \(w = ([\d.]+)(?:, dense part within (±[\d.]+))?\)",
+                 lambda m: "mix" + (f" {m.group(2)}" if m.group(2) else "") + ("" if m.group(1) == "0.5" else f" w{m.group(1)}"),
+                 head)
+    return out.replace(", seed ", " s").replace(", dm-small-", "+")
+
+
 def load_points(sources: tuple[str, ...] = SOURCES) -> list[dict]:
     """Every finished learned row of the `cpu` schedule: eps0, head, verified %, share %, clean %, table."""
     points = []
@@ -87,7 +100,7 @@ def main() -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(volumes), figsize=(4.2 * len(volumes), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(volumes), figsize=(4.6 * len(volumes), 4.0), squeeze=False)
     for ax, e0 in zip(axes[0], volumes):
         pts = sorted((p for p in points if p["eps0"] == e0), key=lambda p: p["share"])
         front = pareto(pts)
@@ -96,11 +109,18 @@ def main() -> None:
             lines.append(f"| {e0:g} | {p['head']} | {p['clean']:.2f} | {p['verified']:.2f} ({paper}) | {p['share']:.1f} | "
                          f"{'★' if i in front else ''} | `{p['table']}` ({p['row']}) |")
             ax.scatter(p["share"], p["verified"], marker="*" if i in front else "o", s=80 if i in front else 30)
-            ax.annotate(p["head"], (p["share"], p["verified"]), fontsize=7, xytext=(3, 3 - 9 * (i % 3)),
+            ax.annotate(short(p["head"]), (p["share"], p["verified"]), fontsize=7, xytext=(4, 2 - 8 * (i % 2)),
                         textcoords="offset points")
+        if e0 in TARGETS:
+            v, share = TARGETS[e0]
+            ax.fill_between([share, 100], 0, v, color="green", alpha=0.08, lw=0)
+            ax.text(99, v, f"target: ≤ {v:g} % with share ≥ {share:g} %", fontsize=7, color="green", ha="right",
+                    va="bottom")
         if pts and pts[0]["paper"] is not None:
             ax.axhline(pts[0]["paper"], ls="--", lw=0.8, color="grey")
             ax.text(1, pts[0]["paper"], "paper", fontsize=7, color="grey", va="bottom")
+        ys = [p["verified"] for p in pts] + [p["paper"] for p in pts if p["paper"] is not None]
+        ax.set_ylim(max(min(ys) - 4, 0), min(max(ys) + 4, 101))
         ax.set_title(f"ε0 = {e0:g}")
         ax.set_xlabel("input-dependent share of log-ε variance (%)")
         ax.set_ylabel("verified error, learned budgets (%)")
