@@ -42,10 +42,15 @@ LIT_THRESHOLD = 0.05          # inside the watermark box, x > 0.05: a lit waterm
 FLAT_LOG_VARIANCE = 1e-10
 
 
+def _centred_sq_sum(sq_sum: float, total: float, numel: float) -> float:
+    """``Σ (L − mean L)²`` from the shifted sums ``Σ D²`` and ``Σ D`` (``D = L − k``, ``numel`` terms)."""
+    return sq_sum - total * total / numel
+
+
 def _share_from_sums(count: float, dim_sums: torch.Tensor, sq_sum: float, total: float, numel: float) -> float:
     """The input-dependent share from sums of shifted log budgets ``D = L − k`` (any constant k):
     ``count`` images, ``dim_sums`` = Σ_images D per dimension, ``sq_sum`` = Σ D², ``total`` = Σ D."""
-    across = sq_sum - total * total / numel                     # Σ (L − mean L)²
+    across = _centred_sq_sum(sq_sum, total, numel)              # Σ (L − mean L)²
     within = sq_sum - float(dim_sums.double().pow(2).sum()) / count   # Σ (L − L̄)²
     if across <= FLAT_LOG_VARIANCE * numel:                     # one budget everywhere, up to rounding
         return 0.0
@@ -57,7 +62,7 @@ def _log_std_from_sums(sq_sum: float, total: float, numel: float) -> float:
     :func:`_share_from_sums`: how far the budgets spread at all. The share is a ratio of variances and
     says nothing about their size; a map flat but for a few images reads as share ≈ 1 with a
     ``log_eps_std`` near 0."""
-    return math.sqrt(max(sq_sum - total * total / numel, 0.0) / numel)
+    return math.sqrt(max(_centred_sq_sum(sq_sum, total, numel), 0.0) / numel)
 
 
 def input_dependent_share(log_eps: torch.Tensor) -> float:
