@@ -44,3 +44,13 @@ def test_tuning_removes_page_faults_and_can_be_disabled() -> None:
     pages = 64 * 2**20 // 4096
     assert faults_default > 15 * pages         # every allocation (20 of them) faulted in again
     assert faults_tuned < 3 * pages            # seen: 0 to 1 × pages once the heap has grown
+
+
+def test_attack_precision_resolves_auto_by_the_device() -> None:
+    from ctxbudget.runtime import attack_precision, fast_bf16
+
+    assert attack_precision("auto", "cpu") == ("bfloat16" if fast_bf16("cpu") else "float32")
+    assert attack_precision("float32", "cpu") == "float32" and attack_precision("bfloat16", "cpu") == "bfloat16"
+    assert attack_precision("auto", "meta") == "float32"
+    with pytest.raises(ValueError, match="attack precision"):
+        attack_precision("float16")

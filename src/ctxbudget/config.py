@@ -67,6 +67,7 @@ class BudgetConfig:
                                           # where the hardware has fast bf16); bounds stay full precision
     generator_resolution: str = "full"    # context head only: full | half (most of its local path on 2×2-pooled
                                           # features, upsampled, plus a full-resolution skip: ~1.6× cheaper)
+                                          # | low (all of it on the 2×2-pooled image, skip from the pixels)
     generator_mix: float = 0.5            # mix head only: w in [0, 1] (0: the context head, 1: the dense head)
     generator_mix_range: float | None = None  # mix head only: the dense logits bounded to R·tanh(·/R) (null: unbounded)
 

@@ -95,3 +95,20 @@ def generator_dtype(precision: str, device: str | torch.device = "cpu") -> torch
     if precision == "auto":
         return torch.bfloat16 if fast_bf16(device) else torch.float32
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+# ------------------------------------------------------------------ attack precision
+ATTACK_PRECISIONS = GENERATOR_PRECISIONS
+
+
+def attack_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"float32"`` or ``"bfloat16"``: the PGD attack's matrix products (``evaluate.pgd_attack``).
+
+    ``precision``: ``float32``, ``bfloat16``, or ``auto`` (bf16 where :func:`fast_bf16` holds). The
+    attack only searches the box: its margins and its broken decision are float32 either way.
+    """
+    if precision not in ATTACK_PRECISIONS:
+        raise ValueError(f"attack precision must be one of {', '.join(ATTACK_PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if fast_bf16(device) else "float32"
+    return precision

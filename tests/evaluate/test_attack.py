@@ -194,3 +194,64 @@ def test_stop_when_broken_breaks_the_same_examples_with_less_work():
     assert torch.equal(full.broken, early.broken) and 0 < int(full.broken.sum()) < 48
     assert torch.allclose(full.min_margin[~full.broken], early.min_margin[~early.broken])
     assert work_early < work_full
+
+
+def rounding_decoy() -> nn.Module:
+    """Label 0: ``f_0 = 256.5``, ``f_1 = 256.9·x_0``. In float32 the margin at x_0 = 1 is −0.4 (broken);
+    in bf16 both numbers round to 256 and the margin reads 0 (not broken)."""
+    lin = nn.Linear(4, 2)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[1, 0] = 256.9
+        lin.bias.copy_(torch.tensor([256.5, 0.0]))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def test_bf16_attack_decides_broken_in_float32():
+    """bf16 only steers the search: a point that bf16 rounding calls unbroken counts with its float32
+    margin, and ``min_margin`` is the float32 margin at ``x_adv`` for every example."""
+    model = rounding_decoy()
+    x = torch.full((3, 1, 2, 2), 0.5)
+    y = torch.zeros(3, dtype=torch.long)
+    eps = torch.full_like(x, 0.5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):               # the construction
+        assert float(min_margin(model(torch.ones_like(x)).float(), y)[0]) == 0.0
+    res = pgd_attack(model, x, y, eps, steps=5, generator=torch.Generator().manual_seed(0), precision="bfloat16")
+    assert bool(res.broken.all())
+    assert torch.allclose(res.min_margin, torch.full((3,), -0.4), atol=1e-4)
+    with torch.no_grad():
+        assert torch.equal(res.min_margin, min_margin(model(res.x_adv), y))
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_bf16_attack_breaks_what_float32_breaks(stop):
+    """Same seeds, bf16 vs float32 steps on a small CNN: the same examples broken, every margin the
+    float32 margin at its point, every point in the box."""
+    model = tiny_conv(5, classes=4)
+    x = make_images(48)
+    y = model(x).argmax(1)
+    eps = torch.rand_like(x) * torch.linspace(0.05, 1.0, 48).view(-1, 1, 1, 1)
+    seeds = example_seeds(0, "learned", range(48))
+    full = pgd_attack(model, x, y, eps, steps=20, seeds=seeds, stop_when_broken=stop)
+    low = pgd_attack(model, x, y, eps, steps=20, seeds=seeds, stop_when_broken=stop, precision="bfloat16")
+    assert 0 < int(full.broken.sum()) < 48
+    assert torch.equal(full.broken, low.broken)
+    lo, hi = input_box(x, eps)
+    assert bool(((low.x_adv >= lo) & (low.x_adv <= hi)).all())
+    with torch.no_grad():
+        assert torch.equal(low.min_margin, min_margin(model(low.x_adv), y))
+
+
+def test_bf16_attack_breaks_the_targeted_decoy():
+    model = decoy_model()
+    x = torch.full((4, 1, 8, 8), 0.5)
+    res = pgd_attack(model, x, torch.zeros(4, dtype=torch.long), torch.full_like(x, 0.5),
+                     generator=torch.Generator().manual_seed(0), precision="bfloat16")
+    assert bool(res.broken.all())
+    assert torch.allclose(res.min_margin, torch.full((4,), -3.225), atol=1e-5)
+
+
+def test_attack_precision_errors():
+    model, x = decoy_model(), torch.full((1, 1, 8, 8), 0.5)
+    with pytest.raises(ValueError, match="precision"):
+        pgd_attack(model, x, torch.zeros(1, dtype=torch.long), torch.full_like(x, 0.1), precision="float16")

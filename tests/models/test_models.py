@@ -157,29 +157,35 @@ def test_max_pool_same_equals_torchs_stride_one_max_pool(shape, k):
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 27, 29), (3, 36, 64)])
-def test_half_resolution_context_head(shape):
+@pytest.mark.parametrize("resolution", ["half", "low"])
+def test_reduced_resolution_context_head(shape, resolution):
     """budget.generator_resolution=half: scores of the full size for even and odd sizes, the local path
-    after its first convolution on pooled features, one extra 1×1 skip convolution started at zero."""
+    after its first convolution on pooled features, one extra 1×1 skip convolution (from the first
+    convolution's 8 channels) started at zero; =low: every convolution of the local path on the pooled
+    image, the skip from the image's C channels."""
     full = BudgetGenerator(shape, head="context")
-    half = BudgetGenerator(shape, head="context", resolution="half")
+    half = BudgetGenerator(shape, head="context", resolution=resolution)
     c, h, w = shape
     x = torch.rand(2, *shape)
     out = half(x)
     assert out.shape == (2, *shape) and (out > 0).all() and (out < 1).all()
     n_full, n_half = (sum(p.numel() for p in g.parameters()) for g in (full, half))
-    assert n_half == n_full + 8 * c + c
+    assert n_half == n_full + (8 if resolution == "half" else c) * c + c
     assert half.head.skip.weight.abs().sum() == 0 and full.head.skip is None
     seen = []
-    hook = half.head.local[4].register_forward_hook(lambda m, i, o: seen.append(o.shape[-2:]))
+    hooks = [half.head.local[i].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:]))) for i in (0, 4)]
     half(x)
-    hook.remove()
-    assert tuple(seen[0]) == ((h + 1) // 2, (w + 1) // 2)
+    for hook in hooks:
+        hook.remove()
+    low = ((h + 1) // 2, (w + 1) // 2)
+    assert seen == [(h, w) if resolution == "half" else low, low]
 
 
-def test_half_resolution_context_head_follows_the_image():
+@pytest.mark.parametrize("resolution", ["half", "low"])
+def test_reduced_resolution_context_head_follows_the_image(resolution):
     """Shifted by an even number of pixels (the pooling grid), the image's scores shift with it away from
     the border; the full-resolution skip makes single pixels matter."""
-    g = _trained_like(BudgetGenerator((1, 28, 28), head="context", resolution="half"))
+    g = _trained_like(BudgetGenerator((1, 28, 28), head="context", resolution=resolution))
     x = torch.zeros(1, 1, 28, 28)
     x[:, :, 10:14, 9:12] = 1.0
     with torch.no_grad():

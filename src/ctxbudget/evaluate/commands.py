@@ -15,6 +15,7 @@ from ..devices import add_device_argument, evaluation_processes
 from ..devices import resolve as resolve_device
 from ..errors import UserError
 from ..run import load_run, output_dir_for
+from ..runtime import ATTACK_PRECISIONS
 from .evaluate import DEFAULT_METHODS, evaluate_run, load_split, parse_methods
 from .liu2019 import LIU_METHODS, check_liu_method
 from .report import format_contextuality, format_results_table, report
@@ -61,6 +62,9 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
                    help="targeted PGD runs against the T most likely other classes, on the examples not broken "
                         "yet (default: 3; 0: the untargeted runs alone, the earlier attack)")
     p.add_argument("--attack-loss", choices=("margin", "ce"), default="margin", help="PGD objective (default: margin)")
+    p.add_argument("--attack-precision", choices=ATTACK_PRECISIONS, default="auto",
+                   help="dtype of the attack's matrix products: auto (bfloat16 where the device multiplies it "
+                        "natively), float32 or bfloat16; margins and broken decisions stay float32 (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts (default: 0)")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -86,7 +90,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         results = evaluate_run(run, split=args.split, limit=args.limit, data_dir=args.data_dir, out_dir=out,
                                methods=methods, batch_size=args.batch_size, attack_steps=args.attack_steps,
                                attack_restarts=args.attack_restarts, attack_targets=args.attack_targets,
-                               attack_loss=args.attack_loss,
+                               attack_loss=args.attack_loss, attack_precision=args.attack_precision,
                                liu_limit=args.liu_limit, liu_method=liu_method, liu_iters=args.liu_iters,
                                seed=args.seed, progress=False if args.no_progress or rank else None,
                                write=rank == 0)

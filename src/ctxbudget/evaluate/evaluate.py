@@ -39,6 +39,7 @@ from ..data import ImageDataset, get_dataset
 from ..devices import module_device
 from ..errors import UserError
 from ..run import Run, atomic_write_bytes, output_dir_for
+from ..runtime import attack_precision as attack_precision_for
 from .ranks import current_shard, max_seconds
 from .result import BudgetColumn, EvalResult
 from .soundness import column_violations, raise_if_any
@@ -59,7 +60,7 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                    methods: Sequence[str] = DEFAULT_METHODS, batch_size: int = 128, attack_steps: int = 50,
                    attack_restarts: int = 1, attack_targets: int = 3, attack_loss: str = "margin",
-                   liu_limit: int = 100,
+                   attack_precision: str = "auto", liu_limit: int = 100,
                    liu_method: str = "crown-ibp", liu_iters: int = 100, liu_lr: float = 0.05,
                    bound_fn: BoundFn | None = None, seed: int = 0, progress: bool | None = None,
                    strict: bool = True, return_records: bool = False) -> Any:
@@ -78,6 +79,9 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
             (``attack.pgd_attack``: steps per run, untargeted runs, targeted runs against the most
             likely other classes, objective), used for every attack (learned, uniform and Liu et al.
             budgets).
+        attack_precision: ``auto`` (bf16 where the device multiplies bf16 natively), ``float32`` or
+            ``bfloat16``: the attack's matrix products (``attack.pgd_attack(precision=...)``; its
+            margins and broken decisions stay float32). What ``auto`` chose is in ``attack.precision``.
         liu_limit: number of leading examples for the (expensive) Liu et al. column; 0 skips it.
         liu_method / liu_iters / liu_lr: bound method and optimiser settings of ``liu_max_volume``.
         bound_fn: margin lower-bound function (default: ``ctxbudget.bounds``); tests inject others.
@@ -94,8 +98,9 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
     methods = parse_methods(methods)
     liu_method = parse_methods([liu_method])[0]
     progress = sys.stderr.isatty() if progress is None else progress
+    precision = attack_precision_for(attack_precision, module_device(classifier))   # ValueError if unknown
     settings = AttackSettings(steps=attack_steps, restarts=attack_restarts, targets=attack_targets, loss=attack_loss,
-                              seed=seed)
+                              seed=seed, precision=precision)
     images, labels, eps0 = _checked_inputs(threat, images, labels)
     classifier.eval()
     threat.eval()

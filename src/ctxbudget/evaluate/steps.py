@@ -33,10 +33,11 @@ class AttackSettings:
     targets: int = 3
     loss: str = "margin"
     seed: int = 0
+    precision: str = "float32"      # float32 | bfloat16: the steps' matrix products (resolved, never "auto")
 
     def as_dict(self) -> dict:
         return {"steps": self.steps, "restarts": self.restarts, "targets": self.targets, "loss": self.loss,
-                "seed": self.seed}
+                "seed": self.seed, "precision": self.precision}
 
 
 def on(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -80,7 +81,7 @@ def attack_batch(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: t
     seeds = example_seeds(settings.seed, column, indices)
     return pgd_attack(classifier, x, y, eps, steps=settings.steps, restarts=settings.restarts,
                       targets=settings.targets, loss=settings.loss, seeds=seeds,
-                      stop_when_broken=True).min_margin.cpu().numpy()
+                      stop_when_broken=True, precision=settings.precision).min_margin.cpu().numpy()
 
 
 def budget_column(classifier: nn.Module, budget: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,

@@ -23,7 +23,8 @@ g ∈ (0, 1)^{B×C×H×W}; turning g into budgets (range and volume) is ``ctxbud
   image regions, and no fine position-fixed mask (such as a parity checkerboard) can be stored;
   ``padding="zeros"`` (``budget.generator_padding``) lets pixels near the border know it;
   ``resolution="half"`` (``budget.generator_resolution``) runs most of its local path on 2×2-pooled
-  features (about half the generator's cost) with a full-resolution skip for detail.
+  features (about half the generator's cost) with a full-resolution skip for detail; ``"low"`` runs
+  all of it on the 2×2-pooled image.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from torch import nn
 
 HEADS = ("context", "dense", "conv", "mix")
 PADDINGS = ("replicate", "zeros")        # padding of the context head's convolutions
-RESOLUTIONS = ("full", "half")           # resolution of the context head's local path
+RESOLUTIONS = ("full", "half", "low")    # resolution of the context head's local path
 DEFAULT_HEAD = "context"
 
 
@@ -110,6 +111,11 @@ class ContextHead(nn.Module):
     position-fixed map either: the upsampled logits are smooth, the skip and the prior are
     translation-equivariant.
 
+    ``resolution="low"``: as ``half``, but the first convolution too runs on the 2×2-average-pooled image,
+    and the full-resolution skip is Conv(C→C, 1) of the image itself: no multi-channel tensor at full
+    resolution is left (the generator step about 1.6× cheaper than ``half``, ``benchmarks/README.md``);
+    pixel-level detail comes from the skip and the ink prior. Receptive field about 14×14 pixels.
+
     The FiLM and coarse layers start at zero, so training starts from the local head and the prior.
     """
 
@@ -122,7 +128,8 @@ class ContextHead(nn.Module):
             raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
         c, h, w = input_shape
         self.size = (h, w)
-        self.half_resolution = resolution == "half"
+        self.resolution = resolution
+        self.half_resolution = resolution in ("half", "low")
         self.local_size = ((h + 1) // 2, (w + 1) // 2) if self.half_resolution else (h, w)
         self.grid = coarse_grid(h, w)
         # replicate padding: zero padding tells pixels within a few pixels of the border where they are
@@ -141,7 +148,7 @@ class ContextHead(nn.Module):
         self.out = nn.Conv2d(width, c, 1)
         self.skip: nn.Module | None = None
         if self.half_resolution:
-            skip = nn.Conv2d(8, c, 1)
+            skip = nn.Conv2d(c if resolution == "low" else 8, c, 1)
             nn.init.zeros_(skip.weight)
             nn.init.zeros_(cast(torch.Tensor, skip.bias))
             self.skip = skip
@@ -152,6 +159,9 @@ class ContextHead(nn.Module):
         b = x.shape[0]
         if self.skip is None:
             feats = self.local(x)                                              # B×width×H×W
+        elif self.resolution == "low":
+            first = x                                                          # the skip reads the pixels
+            feats = self.local(F.avg_pool2d(x, 2, ceil_mode=True))             # B×width×⌈H/2⌉×⌈W/2⌉
         else:
             first = self.local[1](self.local[0](x))                            # B×8×H×W
             feats = self.local[2:](F.avg_pool2d(first, 2, ceil_mode=True))     # B×width×⌈H/2⌉×⌈W/2⌉

@@ -223,12 +223,12 @@ def _wall(run_dir: Path) -> tuple[int, float]:
 
 def head_name(cfg: RunConfig) -> str:
     """The generator head as the tables name it: ``context``, ``context (zero padding)``, ``context (half
-    resolution)``, ``dense``, ``conv``, ``mix (w = 0.5)``."""
+    resolution)``, ``context (low resolution)``, ``dense``, ``conv``, ``mix (w = 0.5)``."""
     b = cfg.budget
     if b.generator not in ("context", "mix"):
         return b.generator
     notes = (["zero padding"] if b.generator_padding == "zeros" else []) + \
-        (["half resolution"] if b.generator_resolution == "half" else [])
+        ([f"{b.generator_resolution} resolution"] if b.generator_resolution != "full" else [])
     if b.generator == "mix":
         if b.generator_mix_range is not None:
             notes = [f"dense part within ±{float(b.generator_mix_range):g}"] + notes
