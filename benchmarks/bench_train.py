@@ -145,6 +145,11 @@ def main() -> None:
                         ("(generator alone, bf16 autocast, half resolution)", half, args.eps0, "ibp", True, 0.5, True)]
         configs.insert(7, ("learned, CROWN-IBP loss fusion (generator bf16, half resolution)", half, args.eps0,
                            "crown-ibp", True, 0.5, False))
+        low = LearnedBudget(BudgetGenerator(shape, head="context", resolution="low"), args.eps0, 0.5, 2.0,
+                            compute_dtype=torch.bfloat16).to(device)
+        configs[5:5] = [("(generator alone, bf16 autocast, low resolution)", low, args.eps0, "ibp", True, 0.5, True)]
+        configs.insert(9, ("learned, CROWN-IBP loss fusion (generator bf16, low resolution)", low, args.eps0,
+                           "crown-ibp", True, 0.5, False))
     # the fast recipe: BatchNorm variant of the model, IBP, warm-up regularisers (± MTL-IBP, one PGD step)
     bn_model = f"{args.model}-bn" if f"{args.model}-bn" in MODELS else None
     fast: list[tuple[str, dict]] = [] if bn_model is None else [

@@ -57,11 +57,8 @@ def test_attack_targets_option(run_dir, capsys):
     """Targeted runs by default (3), recorded in results.json; --attack-targets 0 turns them off."""
     assert main(["evaluate", str(run_dir), "--limit", "2", "--liu-limit", "0", "--attack-steps", "2",
                  "--no-progress"]) == 0
-    from ctxbudget.runtime import fast_bf16
-
     assert json.loads((run_dir / "results.json").read_text())["attack"] == {
-        "steps": 2, "restarts": 1, "targets": 3, "loss": "margin", "seed": 0,
-        "precision": "bfloat16" if fast_bf16("cpu") else "float32"}
+        "steps": 2, "restarts": 1, "targets": 3, "loss": "margin", "seed": 0, "precision": "float32"}
     assert main(["evaluate", str(run_dir), "--limit", "2", "--liu-limit", "0", "--attack-steps", "2",
                  "--attack-targets", "0", "--no-progress"]) == 0
     assert json.loads((run_dir / "results.json").read_text())["attack"]["targets"] == 0
@@ -73,11 +70,14 @@ def test_attack_precision_option(run_dir, capsys):
     """--attack-precision picks the attack's dtype (recorded as resolved); the verified columns do not
     depend on it; an unknown one is a one-line error."""
     verified = {}
-    for precision in ("float32", "bfloat16"):
+    from ctxbudget.runtime import fast_bf16
+
+    for precision in ("float32", "bfloat16", "auto"):
         assert main(["evaluate", str(run_dir), "--limit", "6", "--liu-limit", "0", "--attack-steps", "3",
                      "--attack-precision", precision, "--no-progress"]) == 0
         res = json.loads((run_dir / "results.json").read_text())
-        assert res["attack"]["precision"] == precision
+        chosen = ("bfloat16" if fast_bf16("cpu") else "float32") if precision == "auto" else precision
+        assert res["attack"]["precision"] == chosen
         verified[precision] = {k: v for k, v in res.items() if k.startswith("verified")}
     assert verified["float32"] == verified["bfloat16"] and verified["float32"]
     with pytest.raises(SystemExit) as exc:

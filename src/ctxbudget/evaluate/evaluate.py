@@ -60,7 +60,7 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                    methods: Sequence[str] = DEFAULT_METHODS, batch_size: int = 128, attack_steps: int = 50,
                    attack_restarts: int = 1, attack_targets: int = 3, attack_loss: str = "margin",
-                   attack_precision: str = "auto", liu_limit: int = 100,
+                   attack_precision: str = "float32", liu_limit: int = 100,
                    liu_method: str = "crown-ibp", liu_iters: int = 100, liu_lr: float = 0.05,
                    bound_fn: BoundFn | None = None, seed: int = 0, progress: bool | None = None,
                    strict: bool = True, return_records: bool = False) -> Any:
@@ -79,9 +79,10 @@ def evaluate_model(classifier: nn.Module, threat: nn.Module, images: torch.Tenso
             (``attack.pgd_attack``: steps per run, untargeted runs, targeted runs against the most
             likely other classes, objective), used for every attack (learned, uniform and Liu et al.
             budgets).
-        attack_precision: ``auto`` (bf16 where the device multiplies bf16 natively), ``float32`` or
-            ``bfloat16``: the attack's matrix products (``attack.pgd_attack(precision=...)``; its
-            margins and broken decisions stay float32). What ``auto`` chose is in ``attack.precision``.
+        attack_precision: ``float32`` (default), ``bfloat16``, or ``auto`` (bf16 where the device
+            multiplies bf16 natively): the attack's matrix products (``attack.pgd_attack(precision=...)``;
+            its margins and broken decisions stay float32; bf16 is faster and breaks about 1 % fewer
+            examples, ``benchmarks/README.md``). What ``auto`` chose is in ``attack.precision``.
         liu_limit: number of leading examples for the (expensive) Liu et al. column; 0 skips it.
         liu_method / liu_iters / liu_lr: bound method and optimiser settings of ``liu_max_volume``.
         bound_fn: margin lower-bound function (default: ``ctxbudget.bounds``); tests inject others.
