@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from .runtime import bf16_autocast_on
+
 
 def validate_budget_params(eps0: float, alpha_lo: float = 1.0, alpha_hi: float = 1.0, *,
                            allow_zero: bool = False) -> None:
@@ -203,7 +205,7 @@ class LearnedBudget(BudgetModel):
         e0 = self._eps0(eps0)
         if e0 == 0:
             return torch.zeros_like(x)
-        low = self.compute_dtype == torch.bfloat16 and x.device.type in ("cpu", "cuda")
+        low = self.compute_dtype == torch.bfloat16 and bf16_autocast_on(x.device.type)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low):
             g = self.generator(x)
         # the scores only choose the box: the projection (float64) and every bound stay full precision

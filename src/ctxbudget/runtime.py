@@ -81,6 +81,20 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def bf16_autocast_on(device_type: str) -> bool:
+    """Whether a bf16 request runs under ``torch.autocast`` on this device type (``"cpu"``, ``"cuda"``);
+    elsewhere the generator and the attack stay in float32."""
+    return device_type in ("cpu", "cuda")
+
+
+def _wants_bf16(precision: str, device: str | torch.device, what: str) -> bool:
+    """``precision`` (``float32``, ``bfloat16``, or ``auto``: bf16 where :func:`fast_bf16` holds) resolved
+    on ``device``; ValueError naming ``what`` for another value."""
+    if precision not in GENERATOR_PRECISIONS:
+        raise ValueError(f"{what} precision must be one of {', '.join(GENERATOR_PRECISIONS)}, got {precision!r}")
+    return fast_bf16(device) if precision == "auto" else precision == "bfloat16"
+
+
 def generator_dtype(precision: str, device: str | torch.device = "cpu") -> torch.dtype:
     """``torch.float32`` or ``torch.bfloat16`` for the budget generator's matrix products.
 
@@ -90,11 +104,7 @@ def generator_dtype(precision: str, device: str | torch.device = "cpu") -> torch
     """
     import torch
 
-    if precision not in GENERATOR_PRECISIONS:
-        raise ValueError(f"generator precision must be one of {', '.join(GENERATOR_PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return torch.bfloat16 if fast_bf16(device) else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+    return torch.bfloat16 if _wants_bf16(precision, device, "generator") else torch.float32
 
 
 # ------------------------------------------------------------------ attack precision
@@ -107,8 +117,4 @@ def attack_precision(precision: str, device: str | torch.device = "cpu") -> str:
     ``precision``: ``float32``, ``bfloat16``, or ``auto`` (bf16 where :func:`fast_bf16` holds). The
     attack only searches the box: its margins and its broken decision are float32 either way.
     """
-    if precision not in ATTACK_PRECISIONS:
-        raise ValueError(f"attack precision must be one of {', '.join(ATTACK_PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bfloat16" if fast_bf16(device) else "float32"
-    return precision
+    return "bfloat16" if _wants_bf16(precision, device, "attack") else "float32"

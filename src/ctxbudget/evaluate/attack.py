@@ -55,6 +55,7 @@ from torch import nn
 
 from ..bounds.loss import other_classes
 from ..budgets import input_box
+from ..runtime import bf16_autocast_on
 
 #: the attack's compute precisions (``pgd_attack(precision=...)``)
 PRECISIONS = ("float32", "bfloat16")
@@ -189,7 +190,7 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         clean_logits = model(x)
         best = min_margin(clean_logits, y)
     clean = best.clone()
-    low = precision == "bfloat16" and x.device.type in ("cpu", "cuda")
+    low = precision == "bfloat16" and bf16_autocast_on(x.device.type)
     search = _Search(model, y, lo, hi, steps, loss, best, x.clone(), stop_when_broken, low)
     if steps == 0:
         return AttackResult(min_margin=best, x_adv=search.best_x)
