@@ -88,6 +88,24 @@ def load_baseline(folder: str):
     return importlib.import_module("ctxbudget_baseline.train.objective")
 
 
+def baseline_threat(threat, device: torch.device):
+    """``threat`` rebuilt from the baseline package with the same weights (learned budgets), so that
+    a baseline row runs the baseline's generator too; uniform budgets are shared as they are."""
+    if not isinstance(threat, LearnedBudget):
+        return threat
+    budgets = importlib.import_module("ctxbudget_baseline.budgets")
+    models = importlib.import_module("ctxbudget_baseline.models")
+    gen = threat.generator
+    kwargs = {"head": gen.head_kind}
+    if gen.head_kind == "context" and gen.head.resolution != "full":  # older packages: full resolution only
+        kwargs["resolution"] = gen.head.resolution
+    shape = gen.input_shape
+    twin = budgets.LearnedBudget(models.BudgetGenerator(shape, **kwargs), threat.eps0, threat.alpha_lo,
+                                 threat.alpha_hi, compute_dtype=threat.compute_dtype).to(device)
+    twin.load_state_dict(threat.state_dict())
+    return twin
+
+
 def fused_step(step: Callable[[], float]) -> Callable[[], float]:
     """``step`` with the fused ReLU rules switched on for its duration."""
     def run() -> float:
@@ -183,9 +201,11 @@ def main() -> None:
             continue
         obj, params, ww = objectives[j]
         if base is not None:
-            bobj = base.Objective(obj.classifier, obj.threat, mtl_alpha=obj.mtl_alpha)
+            bthreat = baseline_threat(obj.threat, device)
+            bobj = base.Objective(obj.classifier, bthreat, mtl_alpha=obj.mtl_alpha)
+            bparams = list(obj.classifier.parameters()) + list(bthreat.parameters())
             configs.append((f"{name} [baseline]", *configs[j][1:]))
-            steps.append(make_step(bobj, params, images, labels, args.batch_size, eps0, method, fusion, kappa,
+            steps.append(make_step(bobj, bparams, images, labels, args.batch_size, eps0, method, fusion, kappa,
                                    warmup_weight=ww))
         if args.fused_relu:
             configs.append((f"{name} [fused ReLU]", *configs[j][1:]))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import conv
 from .relu import ibp_relu
 
 Shape = tuple[int, ...]
@@ -90,32 +91,24 @@ class ConvOp(Op):
             raise ValueError(f"layer {name}: Conv2d padding={m.padding!r} is not supported (give integers)")
         self.weight: Tensor = m.weight
         self.bias: Optional[Tensor] = m.bias
-        self.stride = tuple(m.stride)
-        self.padding = tuple(m.padding)
-        self.dilation = tuple(m.dilation)
+        self.stride: tuple[int, int] = (int(m.stride[0]), int(m.stride[1]))
+        self.padding: tuple[int, int] = (int(m.padding[0]), int(m.padding[1]))
+        self.dilation: tuple[int, int] = (int(m.dilation[0]), int(m.dilation[1]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return conv.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
     def ibp(self, c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        c2 = F.conv2d(c, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        r2 = F.conv2d(r, self.weight.abs(), None, self.stride, self.padding, self.dilation)
+        c2 = conv.conv2d(c, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        r2 = conv.conv2d(r, self.weight.abs(), None, self.stride, self.padding, self.dilation)
         return c2, r2
 
-    def output_padding(self) -> tuple[int, int]:
-        out = []
-        for d in range(2):
-            k = self.weight.shape[2 + d]
-            full = (self.out_shape[1 + d] - 1) * self.stride[d] - 2 * self.padding[d] + self.dilation[d] * (k - 1) + 1
-            out.append(self.in_shape[1 + d] - full)
-        return out[0], out[1]
-
     def backward(self, A: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        # A: B×S×Co×Ho×Wo → B×S×Ci×Hi×Wi via the transposed convolution.
+        # A: B×S×Co×Ho×Wo → B×S×Ci×Hi×Wi via the transposed convolution (:mod:`.conv`).
         B, S = A.shape[:2]
         flat = A.reshape(B * S, *self.out_shape)
-        prev = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding,
-                                  self.output_padding(), 1, self.dilation)
+        prev = conv.conv_transpose(flat, self.weight, self.stride, self.padding, self.dilation,
+                                   (self.in_shape[1], self.in_shape[2]))
         bias = A.sum((-2, -1)).matmul(self.bias) if self.bias is not None else None
         return prev.view(B, S, *self.in_shape), bias
 
