@@ -75,3 +75,32 @@ def test_wide_layers_keep_conv_transpose():
     torch.testing.assert_close(conv.conv_transpose(A, w, (2, 2), (1, 1), (1, 1), (9, 9)), ref)
     ref10 = F.conv_transpose2d(A, w, None, 2, 1, 1)          # 5 → 10: one row/column no output reads
     torch.testing.assert_close(conv.conv_transpose(A, w, (2, 2), (1, 1), (1, 1), (10, 10)), ref10)
+
+
+def test_fold_forward_same_logits_and_input_gradient():
+    from ctxbudget.models import get_model
+    torch.manual_seed(3)
+    model = get_model("dm-small", (1, 28, 28), 10).eval()
+    net = conv.fold_forward(model)
+    assert net is not model
+    x = torch.rand(5, 1, 28, 28, requires_grad=True)
+    out, ref = net(x), model(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0],
+                               rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 attack steps: PyTorch's own kernels
+        y = net(x)
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_fold_forward_leaves_other_models_alone():
+    from torch import nn
+    wide = nn.Sequential(nn.Conv2d(8, 4, 3), nn.ReLU())
+    assert conv.fold_forward(wide) is wide
+    class Net(nn.Module):
+        def forward(self, x):
+            return x
+    other = Net()
+    assert conv.fold_forward(other) is other

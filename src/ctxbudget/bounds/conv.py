@@ -11,14 +11,16 @@ values up to float summation order.
 
 - :func:`conv_transpose`: the transposed convolution (rows pushed back), either path.
 - :func:`conv2d`: ``F.conv2d`` whose input gradient takes the same fold path.
+- :func:`fold_forward`: a model's forward pass with those convolutions through :func:`conv2d` (the
+  attacks' gradients with respect to the image).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 Pair = tuple[int, int]
 
@@ -88,8 +90,39 @@ class _FoldGradConv(torch.autograd.Function):
 
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Pair, padding: Pair,
            dilation: Pair) -> Tensor:
-    """``F.conv2d`` (groups 1); where ``x`` needs a gradient and :func:`use_fold` holds, its input
-    gradient goes through :func:`fold_transpose`. x: B×Ci×H×W → B×Co×Ho×Wo."""
-    if x.requires_grad and torch.is_grad_enabled() and use_fold(weight):
+    """``F.conv2d`` (groups 1); where ``x`` needs a gradient, :func:`use_fold` holds and no autocast
+    is on, its input gradient goes through :func:`fold_transpose`. x: B×Ci×H×W → B×Co×Ho×Wo."""
+    if (x.requires_grad and torch.is_grad_enabled() and use_fold(weight)
+            and not torch.is_autocast_enabled(x.device.type)):  # bf16 autocast: PyTorch's own path
         return _FoldGradConv.apply(x, weight, bias, stride, padding, dilation)
     return F.conv2d(x, weight, bias, stride, padding, dilation)
+
+
+def _foldable(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str) and use_fold(m.weight))
+
+
+def fold_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``model``'s forward pass with the input gradient of its few-channel convolutions through
+    :func:`conv2d` (an attack's gradient with respect to the image). For an ``nn.Sequential`` with such
+    a layer at its top level: the layers called in turn, those convolutions by :func:`conv2d` (same
+    values; hooks on them are not called); any other model is returned as it is."""
+    if not isinstance(model, nn.Sequential) or not any(_foldable(m) for m in model):
+        return model
+    layers = list(model)
+
+    def forward(x: Tensor) -> Tensor:
+        for m in layers:
+            if _foldable(m):
+                c = cast(nn.Conv2d, m)
+                x = conv2d(x, c.weight, c.bias, _pair(c.stride), _pair(c.padding), _pair(c.dilation))
+            else:
+                x = m(x)
+        return x
+
+    return forward
+
+
+def _pair(v: Any) -> Pair:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))

@@ -53,6 +53,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..bounds.conv import fold_forward
 from ..bounds.loss import other_classes
 from ..budgets import input_box
 from ..runtime import bf16_autocast_on
@@ -186,12 +187,13 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
     x = x.detach()
     eps = eps.detach().to(x.dtype)
     lo, hi = input_box(x, eps)
+    net = fold_forward(model)  # same values; the first layer's input gradient by product and fold (bounds.conv)
     with torch.no_grad():
-        clean_logits = model(x)
+        clean_logits = net(x)
         best = min_margin(clean_logits, y)
     clean = best.clone()
     low = precision == "bfloat16" and bf16_autocast_on(x.device.type)
-    search = _Search(model, y, lo, hi, steps, loss, best, x.clone(), stop_when_broken, low)
+    search = _Search(net, y, lo, hi, steps, loss, best, x.clone(), stop_when_broken, low)
     if steps == 0:
         return AttackResult(min_margin=best, x_adv=search.best_x)
     everyone = torch.arange(len(x), device=x.device)
@@ -219,7 +221,7 @@ class _Search:
     so far per example (``best``, B) with the point where it was found (``best_x``, B×C×H×W), both
     updated in place. ``low``: the steps run under bf16 autocast (:meth:`logits_at`)."""
 
-    model: nn.Module
+    model: Callable[[torch.Tensor], torch.Tensor]
     y: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
