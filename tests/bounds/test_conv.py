@@ -34,6 +34,28 @@ def test_fold_transpose_is_the_adjoint_of_conv2d(case):
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_fold_transpose_gradients_match_conv_transpose2d(case):
+    """Gradients for the rows and the weight (a training step's CROWN pass) equal those of PyTorch's
+    transposed convolution; the rows' gradient comes back in the standard memory layout."""
+    Ci, Co, H, W, k, s, p, d = case
+    k, s, p, d = map(_pair, (k, s, p, d))
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(Co, Ci, *k, generator=g, dtype=torch.float64, requires_grad=True)
+    out_hw = F.conv2d(torch.zeros(1, Ci, H, W, dtype=torch.float64), w.detach(), None, s, p, d).shape[2:]
+    A = torch.randn(3, Co, *out_hw, generator=g, dtype=torch.float64, requires_grad=True)
+    got = conv.fold_transpose(A, w, s, p, d, (H, W))
+    full = [(out_hw[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1 for i in range(2)]
+    ref = F.conv_transpose2d(A, w, None, s, p, (H - full[0], W - full[1]), 1, d)
+    gy = torch.randn(ref.shape, generator=g, dtype=torch.float64).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    got_grads = torch.autograd.grad(got, (A, w), gy)       # an upstream gradient in channels-last layout
+    for a, b in zip(got_grads, torch.autograd.grad(ref, (A, w), gy)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert got_grads[0].is_contiguous()
+    if H * W <= 144:
+        torch.autograd.gradcheck(lambda a, v: conv.fold_transpose(a, v, s, p, d, (H, W)), (A, w))
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_conv2d_gradients_match_pytorch(case):
     Ci, Co, H, W, k, s, p, d = case
     k, s, p, d = map(_pair, (k, s, p, d))

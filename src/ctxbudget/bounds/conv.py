@@ -33,16 +33,50 @@ def use_fold(weight: Tensor) -> bool:
     return weight.device.type == "cpu" and weight.shape[1] <= FOLD_MAX_IN_CHANNELS
 
 
+def _fold_product(A: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, in_hw: Pair) -> Tensor:
+    N, Co, Ho, Wo = A.shape
+    kh, kw = weight.shape[2:]
+    cols = torch.matmul(weight.reshape(Co, -1).t(), A.reshape(N, Co, Ho * Wo))  # N×(Ci·kh·kw)×(Ho·Wo)
+    return F.fold(cols, in_hw, (kh, kw), dilation=dilation, padding=padding, stride=stride)
+
+
+class _FoldTranspose(torch.autograd.Function):
+    """:func:`fold_transpose` whose backward is the adjoint's: the gradient for A is the convolution
+    of the output gradient (PyTorch's forward convolution: fast, and in the standard memory layout,
+    where autograd through the product would hand back a channels-last gradient), the weight gradient
+    PyTorch's weight gradient of that convolution. Once differentiable, as :class:`_FoldGradConv`."""
+
+    @staticmethod
+    def forward(ctx, A: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair,  # type: ignore[override]
+                in_hw: Pair) -> Tensor:
+        ctx.save_for_backward(A, weight)
+        ctx.conf = (stride, padding, dilation)
+        return _fold_product(A, weight, stride, padding, dilation, in_hw)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        A, weight = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        g = g.contiguous()
+        gA = gw = None
+        if ctx.needs_input_grad[0]:
+            gA = F.conv2d(g, weight, None, stride, padding, dilation)
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(A.contiguous(), g, weight, None, stride, padding, dilation, False,
+                                                     (0, 0), 1, (False, True, False))[1]
+        return gA, gw, None, None, None, None
+
+
 def fold_transpose(A: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair,
                    in_hw: Pair) -> Tensor:
     """``conv_transpose2d`` back to an input of size ``in_hw`` as one matrix product and ``fold``.
 
     A: N×Co×Ho×Wo; weight: Co×Ci×kh×kw. Returns N×Ci×H×W (H, W = ``in_hw``; input positions no
-    output reads are 0, as with ``conv_transpose2d``'s ``output_padding``)."""
-    N, Co, Ho, Wo = A.shape
-    kh, kw = weight.shape[2:]
-    cols = torch.matmul(weight.reshape(Co, -1).t(), A.reshape(N, Co, Ho * Wo))  # N×(Ci·kh·kw)×(Ho·Wo)
-    return F.fold(cols, in_hw, (kh, kw), dilation=dilation, padding=padding, stride=stride)
+    output reads are 0, as with ``conv_transpose2d``'s ``output_padding``). Differentiable in A and
+    the weight (:class:`_FoldTranspose`)."""
+    if torch.is_grad_enabled() and (A.requires_grad or weight.requires_grad):
+        return _FoldTranspose.apply(A, weight, stride, padding, dilation, in_hw)
+    return _fold_product(A, weight, stride, padding, dilation, in_hw)
 
 
 def conv_transpose(A: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair,

@@ -169,9 +169,6 @@ class _ReluBackward(torch.autograd.Function):
         A, dl, du, bu = ctx.saved_tensors
         if g is None:
             g = torch.zeros_like(A)
-        # the transposed convolution by product and fold (bounds.conv) can hand back a gradient in
-        # another memory layout: one layout keeps the fused rule from recompiling per layout
-        g = g.contiguous()
         need = tuple(bool(n) for n in ctx.needs_input_grad)
         return _run("subst_grad", _subst_grad_rule, A, dl, du, bu, g, gb, need)
 

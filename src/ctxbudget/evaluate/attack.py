@@ -36,8 +36,8 @@ smallest margin over **all** classes is recorded at the clean point and at every
 run (the best point is kept), so misclassified examples count as broken.
 
 Precision (``precision="bfloat16"``): the steps' forward and backward passes run under bf16
-autocast (about 1.7× faster on a CPU with AVX-512 BF16 or AMX; the attack only *searches*, as the
-generator only chooses the box). What it reports stays float32: a bf16 margin can be off by a few
+autocast (1.3–1.5× faster on a CPU with AVX-512 BF16, ``benchmarks/README.md``; the attack only
+*searches*, as the generator only chooses the box). What it reports stays float32: a bf16 margin can be off by a few
 tenths of a logit (measured: up to 0.42 on the registered models), so every iterate whose bf16
 margin is below :data:`BF16_CHECK_BELOW` is re-evaluated in float32 before it counts, an example is
 broken (and leaves the attack) only on a float32 margin < 0, and at the end ``min_margin`` is the

@@ -81,9 +81,9 @@ def max_pool_same(x: torch.Tensor, k: int) -> torch.Tensor:
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for a 1×1 convolution (groups 1, stride 1, no padding) as a sum of per-channel
     products: x B×Ci×H×W → B×Co×H×W, in ``x``'s dtype (as ``conv`` gives under bf16 autocast; the
-    products and sums are float32 or better). Same values up to summation order; on the CPU it is
-    2–5× faster than oneDNN's 1×1 convolution for the few channels of the heads (e.g. 16→1 at 28×28,
-    batch 256: 3.1 vs 7.3 ms forward + backward, one thread)."""
+    products and sums are float32 or better). Same values up to summation order; on the CPU about
+    1.6–1.9× faster than oneDNN's 1×1 convolution for the few channels of the heads (16→1 at 28×28,
+    batch 256, forward + backward, one thread: ``benchmarks/bench_kernels.py``)."""
     w = conv.weight[:, :, 0, 0]                                           # Co×Ci
     x32 = x if x.dtype in (torch.float32, torch.float64) else x.float()
     outs = [(x32 * w[o].to(x32.dtype).view(1, -1, 1, 1)).sum(1) for o in range(w.shape[0])]
@@ -106,8 +106,8 @@ _interpolation_cache: dict[tuple[int, int, torch.dtype, str], torch.Tensor] = {}
 def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` (B×C×h×w → B×C×H×W, in x's
     dtype) as two matrix products (float32, or float64 for float64 input) with the separable
-    interpolation weights. Same values up to summation order; on the CPU 3–10× faster forward +
-    backward than the bilinear kernel for the heads' one-channel maps (``benchmarks/README.md``)."""
+    interpolation weights. Same values up to summation order; on the CPU 1.8–3.9× faster forward +
+    backward than the bilinear kernel for the heads' one-channel maps (``benchmarks/bench_kernels.py``)."""
     (h, w), (H, W) = x.shape[2:], size
     with torch.autocast(x.device.type, enabled=False):
         x32 = x if x.dtype in (torch.float32, torch.float64) else x.float()
